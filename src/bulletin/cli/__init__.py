@@ -1,0 +1,134 @@
+"""The ``bulletin`` command line: thin commands over the plain functions of the package."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from bulletin import __version__
+from bulletin.config import ConfigError, Settings, load_settings
+from bulletin.db import engine_for, reading, transaction
+from bulletin.errors import BulletinError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class App:
+    """What every command needs: the settings and the database, opened on first use."""
+
+    config_file: str | None
+    actor: str = "cli"
+    _settings: Settings | None = None
+    _engine: Engine | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_file)
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engine_for(self.settings)
+            from bulletin.migrate import is_up_to_date
+
+            if not is_up_to_date(self._engine):
+                raise BulletinError(
+                    f"the database at {self.settings.database_url} is not set up or is out of date: "
+                    "run 'bulletin db upgrade' (or 'bulletin init')"
+                )
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with transaction(self.engine) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with reading(self.engine) as session:
+            yield session
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class UserError(click.ClickException):
+    """One line on stderr and the given exit status."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        # click declares exit_code on the class; each error here carries its own.
+        self.exit_code = exit_code  # type: ignore[misc]
+
+
+class BulletinGroup(click.Group):
+    """A group that turns domain errors into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise UserError(str(exc), exit_code=2) from None
+        except BulletinError as exc:
+            raise UserError(str(exc), exit_code=exc.exit_code) from None
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise click.ClickException(f"database error: {reason}") from None
+
+
+@click.group(cls=BulletinGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="BULLETIN_CONFIG",
+    help="Config file (default: ./bulletin.toml, or BULLETIN_CONFIG).",
+)
+@click.version_option(__version__, prog_name="bulletin")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """Build multilingual bulletins from news items and send them to subscribers.
+
+    Example:
+
+        bulletin init && bulletin subscribers add ana@example.org --lang es
+    """
+    app = App(config_file=config_file)
+    ctx.obj = app
+    ctx.call_on_close(lambda: [cleanup() for cleanup in app.cleanups])
+
+
+def _register() -> None:
+    from bulletin.cli import admin, edition, news, scheduler, send, staff, subscribers, web, workflow
+
+    for module in (admin, subscribers, news, edition, send, workflow, scheduler, web, staff):
+        module.register(cli)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the ``bulletin`` console script."""
+    try:
+        cli(prog_name="bulletin")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def output_path(value: str | None) -> Path | None:
+    return Path(value) if value else None

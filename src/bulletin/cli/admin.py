@@ -1,0 +1,59 @@
+"""``bulletin init`` and ``bulletin db ...``."""
+
+from __future__ import annotations
+
+import click
+
+from bulletin.cli import App, pass_app
+from bulletin.config import config_path, load_settings, sample_config
+from bulletin.db import engine_for
+from bulletin.migrate import upgrade
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@pass_app
+def init(app: App, force: bool) -> None:
+    """Write a commented sample config (if none) and create the database.
+
+    Example:
+
+        bulletin --config demo/bulletin.toml init
+    """
+    path = config_path(app.config_file)
+    if path.exists() and not force:
+        click.echo(f"Keeping existing config {path}")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(sample_config(), encoding="utf-8")
+        temporary.replace(path)
+        click.echo(f"Wrote config {path}")
+    settings = load_settings(path)
+    engine = engine_for(settings)
+    upgrade(engine)
+    click.echo(f"Database ready at {settings.database_url}")
+
+
+@click.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Apply every pending schema migration.
+
+    Example:
+
+        bulletin db upgrade
+    """
+    engine = engine_for(app.settings)
+    upgrade(engine)
+    click.echo(f"Database up to date at {app.settings.database_url}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(init)
+    cli.add_command(db)

@@ -1,0 +1,511 @@
+"""Settings: declared once here, with default and help text, read from one TOML file.
+
+Every section is a frozen dataclass; each field carries its help text in ``metadata``.
+The loader checks unknown keys and types against these declarations and the sample file
+written by ``bulletin init`` is generated from them, so nothing is declared twice.
+Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY`` and
+``BULLETIN_SMTP_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_CONFIG_NAME = "bulletin.toml"
+CONFIG_ENV = "BULLETIN_CONFIG"
+SECRET_KEY_ENV = "BULLETIN_SECRET_KEY"
+SMTP_PASSWORD_ENV = "BULLETIN_SMTP_PASSWORD"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file and key."""
+
+
+def setting(default: Any, help: str) -> Any:
+    """Declare a setting with its default and help text."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: _copy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Organisation:
+    name: str = setting("International Centre for Crime Prevention", "Organisation name shown in every bulletin.")
+    address: str = setting(
+        "1200 avenue Exemple, bureau 300, Montréal (Québec) H0H 0H0, Canada",
+        "Postal address printed in the footer (bulk-sender rules ask for one).",
+    )
+    contact_email: str = setting("info@example.org", "Contact address printed in the footer.")
+    website: str = setting("https://www.example.org", "Organisation website linked from the header.")
+    list_name: str = setting("Bulletin", "Name of the mailing list, used in List-Id and page titles.")
+
+
+@dataclass(frozen=True)
+class Sender:
+    from_address: str = setting("bulletin@example.org", "From address of every bulletin.")
+    from_name: str = setting("Bulletin", "Display name in the From header.")
+    reply_to: str = setting("", "Reply-To address; empty means replies go to From.")
+    unsubscribe_mailto: str = setting(
+        "unsubscribe@example.org", "Mailbox named in List-Unsubscribe as the mailto alternative."
+    )
+    list_id: str = setting("bulletin.example.org", "Domain-like identifier used in the List-Id header.")
+
+
+@dataclass(frozen=True)
+class Web:
+    base_url: str = setting("https://bulletin.example.org", "Public base URL of the subscription pages.")
+
+
+@dataclass(frozen=True)
+class Interest:
+    key: str = setting("", "Short identifier of the topic, e.g. 'youth'.")
+    labels: dict[str, str] = setting({}, "Label of the topic in each language.")
+    keywords: dict[str, list[str]] = setting({}, "Words that tag a news item with this topic, per language.")
+
+
+DEFAULT_INTERESTS: list[dict[str, Any]] = [
+    {
+        "key": "youth",
+        "labels": {"fr": "Jeunesse", "en": "Youth", "es": "Juventud"},
+        "keywords": {
+            "fr": ["jeunes", "jeunesse", "adolescents", "école"],
+            "en": ["youth", "young people", "teenagers", "school"],
+            "es": ["jóvenes", "juventud", "adolescentes", "escuela"],
+        },
+    },
+    {
+        "key": "cities",
+        "labels": {"fr": "Sécurité urbaine", "en": "Urban safety", "es": "Seguridad urbana"},
+        "keywords": {
+            "fr": ["ville", "villes", "urbain", "urbaine", "municipal", "quartier"],
+            "en": ["city", "cities", "urban", "municipal", "neighbourhood", "neighborhood"],
+            "es": ["ciudad", "ciudades", "urbana", "urbano", "municipal", "barrio"],
+        },
+    },
+    {
+        "key": "cybercrime",
+        "labels": {"fr": "Cybercriminalité", "en": "Cybercrime", "es": "Ciberdelincuencia"},
+        "keywords": {
+            "fr": ["cybercriminalité", "numérique", "en ligne", "internet"],
+            "en": ["cybercrime", "digital", "online", "internet"],
+            "es": ["ciberdelincuencia", "cibercriminalidad", "digital", "en línea", "internet"],
+        },
+    },
+    {
+        "key": "violence",
+        "labels": {"fr": "Violences", "en": "Violence", "es": "Violencia"},
+        "keywords": {
+            "fr": ["violence", "violences", "exploitation sexuelle", "féminicide"],
+            "en": ["violence", "sexual exploitation", "femicide", "abuse"],
+            "es": ["violencia", "explotación sexual", "feminicidio"],
+        },
+    },
+    {
+        "key": "policing",
+        "labels": {"fr": "Police et justice", "en": "Policing and justice", "es": "Policía y justicia"},
+        "keywords": {
+            "fr": ["police", "policière", "justice", "tribunal"],
+            "en": ["police", "policing", "justice", "court"],
+            "es": ["policía", "policial", "justicia", "tribunal"],
+        },
+    },
+    {
+        "key": "drugs",
+        "labels": {"fr": "Drogues", "en": "Drugs", "es": "Drogas"},
+        "keywords": {
+            "fr": ["drogue", "drogues", "stupéfiants", "cannabis"],
+            "en": ["drug", "drugs", "narcotics", "cannabis"],
+            "es": ["droga", "drogas", "estupefacientes", "cannabis"],
+        },
+    },
+    {
+        "key": "trafficking",
+        "labels": {"fr": "Traite et trafics", "en": "Trafficking", "es": "Trata y tráfico"},
+        "keywords": {
+            "fr": ["traite", "trafic", "trafics", "migrants"],
+            "en": ["trafficking", "smuggling", "migrants"],
+            "es": ["trata", "tráfico", "migrantes"],
+        },
+    },
+    {
+        "key": "research",
+        "labels": {"fr": "Rapports et recherche", "en": "Reports and research", "es": "Informes e investigación"},
+        "keywords": {
+            "fr": ["rapport", "étude", "recherche", "publication"],
+            "en": ["report", "study", "research", "publication"],
+            "es": ["informe", "estudio", "investigación", "publicación"],
+        },
+    },
+]
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str = setting(
+        "sqlite:///subscribers.db",
+        "SQLAlchemy database URL; a relative SQLite path is relative to the config file. "
+        "Use postgresql+psycopg://... when one machine is not enough.",
+    )
+    busy_timeout_ms: int = setting(10000, "How long SQLite waits for a lock before giving up, in milliseconds.")
+
+
+@dataclass(frozen=True)
+class Smtp:
+    host: str = setting("localhost", "SMTP server host name.")
+    port: int = setting(25, "SMTP server port.")
+    security: Literal["none", "starttls", "tls"] = setting("none", "Transport security: none, starttls or tls.")
+    user: str = setting("", "SMTP AUTH user; the password comes from BULLETIN_SMTP_PASSWORD.")
+    connections: int = setting(2, "Parallel SMTP connections.")
+    messages_per_connection: int = setting(500, "Reopen a connection after this many messages.")
+    messages_per_second: float = setting(14.0, "Most messages handed to the server in any one second.")
+    messages_per_hour: int = setting(50000, "Most messages handed to the server in any one hour.")
+    timeout: float = setting(30.0, "Seconds to wait for any SMTP reply before deferring the message.")
+    helo_name: str = setting("", "Name announced in EHLO; empty uses the machine's name.")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    retry_first: float = setting(300.0, "Seconds before the first retry of a deferred message.")
+    retry_max: float = setting(3600.0, "Longest wait between retries, in seconds (the wait doubles up to this).")
+    give_up_after: float = setting(259200.0, "Seconds after the first attempt when a deferred message is failed.")
+    bounce_after: int = setting(3, "Editions with a permanent failure after which a subscriber becomes bounced.")
+    batch_size: int = setting(500, "Deliveries claimed from the ledger at a time.")
+
+
+@dataclass(frozen=True)
+class Dkim:
+    key_path: str = setting("", "Path to the PEM private key; empty disables DKIM signing.")
+    selector: str = setting("", "DKIM selector published in DNS.")
+    domain: str = setting("", "Signing domain (d=); empty uses the From address's domain.")
+
+
+@dataclass(frozen=True)
+class Compose:
+    fallback: Literal["original", "skip"] = setting(
+        "original",
+        "When a story lacks the reader's language: 'original' includes it in another language, marked; "
+        "'skip' leaves it out.",
+    )
+    max_html_bytes: int = setting(102400, "Largest HTML part allowed; Gmail clips bigger messages.")
+    templates_dir: str = setting("", "Folder of email templates; empty uses the ones shipped with bulletin.")
+    preview_dir: str = setting("previews", "Folder where previews are written, relative to the config file.")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str = setting("0 8 * * 1", "When the periodic edition is drafted (crontab: minute hour day month weekday).")
+    timezone: str = setting("America/Toronto", "Time zone of the cron expression and of --at times.")
+    misfire_grace_seconds: int = setting(86400, "How late a missed job may still run after downtime.")
+
+
+@dataclass(frozen=True)
+class Workflow:
+    approvals_required: int = setting(1, "Distinct approvers needed before an edition may be sent.")
+    reviewers: list[str] = setting([], "Addresses that receive test sends of every new draft.")
+
+
+@dataclass(frozen=True)
+class Ingest:
+    feeds: list[str] = setting([], "Feed URLs polled by the periodic edition.")
+    folders: list[str] = setting([], "Folders of text and Markdown news read by the periodic edition.")
+    timeout: float = setting(20.0, "Seconds before a feed fetch gives up.")
+    max_bytes: int = setting(10_000_000, "Largest source accepted, in bytes.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of bulletin's settings; build one in tests with ``Settings()`` or ``load_settings``."""
+
+    organisation: Organisation = setting(Organisation(), "Who publishes the bulletin.")
+    sender: Sender = setting(Sender(), "Envelope and header addresses.")
+    web: Web = setting(Web(), "Public web pages.")
+    languages: list[str] = setting(["fr", "en", "es"], "Languages of the bulletin, as ISO 639-1 codes.")
+    default_language: str = setting("fr", "Language used when none is known.")
+    interests: list[Interest] = setting(
+        [Interest(key=i["key"], labels=i["labels"], keywords=i["keywords"]) for i in DEFAULT_INTERESTS],
+        "Topics subscribers choose from.",
+    )
+    database: Database = setting(Database(), "Where subscribers, news and editions are stored.")
+    smtp: Smtp = setting(Smtp(), "Outgoing mail server.")
+    delivery: Delivery = setting(Delivery(), "Retries and bounces.")
+    dkim: Dkim = setting(Dkim(), "Optional DKIM signing.")
+    compose: Compose = setting(Compose(), "How editions are rendered.")
+    schedule: Schedule = setting(Schedule(), "Periodic editions.")
+    workflow: Workflow = setting(Workflow(), "Review and approval.")
+    ingest: Ingest = setting(Ingest(), "Sources read by the periodic edition.")
+    # Not from the file: where it was read from, to resolve relative paths.
+    base_dir: Path = field(default=Path("."), metadata={"help": "", "internal": True}, compare=False)
+
+    @property
+    def interest_keys(self) -> list[str]:
+        return [interest.key for interest in self.interests]
+
+    def interest(self, key: str) -> Interest:
+        for interest in self.interests:
+            if interest.key == key:
+                return interest
+        raise KeyError(key)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, with a relative SQLite path resolved against the config folder."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////") and ":memory:" not in url:
+            path = url[len(prefix) :]
+            if path:
+                return prefix + str((self.base_dir / path).resolve())
+        return url
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def secret_key(self) -> str:
+        """Key that signs unsubscribe and preference links; required for anything that makes links."""
+        key = os.environ.get(SECRET_KEY_ENV, "")
+        if len(key) < 16:
+            raise ConfigError(
+                f"{SECRET_KEY_ENV} must be set to a random string of at least 16 characters "
+                "(try: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return key
+
+    @property
+    def smtp_password(self) -> str:
+        return os.environ.get(SMTP_PASSWORD_ENV, "")
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return {list: "a list", dict: "a table"}[origin]
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_type,) = typing.get_args(tp)
+        return [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        _, value_type = typing.get_args(tp)
+        return {str(k): _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        assert isinstance(tp, type)
+        return _build(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(fields)})")
+        kwargs[key] = _convert(value, hints[key], name)
+    return cls(**kwargs)
+
+
+def _check(settings: Settings) -> None:
+    languages = settings.languages
+    if not languages:
+        raise ConfigError("languages: at least one language is needed")
+    for lang in languages:
+        if not (len(lang) == 2 and lang.isalpha() and lang.islower()):
+            raise ConfigError(f"languages: {lang!r} is not a two-letter language code")
+    if settings.default_language not in languages:
+        raise ConfigError(f"default_language: {settings.default_language!r} is not one of languages {languages}")
+    seen: set[str] = set()
+    for index, interest in enumerate(settings.interests):
+        where = f"interests[{index}]"
+        if not interest.key or not interest.key.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}.key: {interest.key!r} must be a non-empty word (letters, digits, - or _)")
+        if interest.key != interest.key.lower():
+            raise ConfigError(f"{where}.key: {interest.key!r} must be lower case")
+        if interest.key in seen:
+            raise ConfigError(f"{where}.key: {interest.key!r} is declared twice")
+        seen.add(interest.key)
+        for lang in list(interest.labels) + list(interest.keywords):
+            if lang not in languages:
+                raise ConfigError(f"{where}.labels: unknown language {lang!r} (languages are {languages})")
+        for lang in languages:
+            if not interest.labels.get(lang):
+                raise ConfigError(f"{where}.labels.{lang}: missing label for topic {interest.key!r}")
+    if settings.smtp.connections < 1:
+        raise ConfigError("smtp.connections: must be at least 1")
+    if settings.smtp.messages_per_second <= 0 or settings.smtp.messages_per_hour <= 0:
+        raise ConfigError("smtp.messages_per_second and messages_per_hour: must be positive")
+    if settings.workflow.approvals_required < 1:
+        raise ConfigError("workflow.approvals_required: must be at least 1")
+    if not settings.web.base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(settings.schedule.timezone)
+    except Exception:
+        raise ConfigError(f"schedule.timezone: unknown time zone {settings.schedule.timezone!r}") from None
+    if len(settings.schedule.cron.split()) != 5:
+        raise ConfigError(f"schedule.cron: {settings.schedule.cron!r} needs five fields")
+
+
+def settings_from_dict(data: Mapping[str, Any], base_dir: Path = Path(".")) -> Settings:
+    """Build and check settings from a parsed TOML document."""
+    settings: Settings = _build(Settings, data, "")
+    _check(settings)
+    return dataclasses.replace(settings, base_dir=base_dir.resolve())
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: the option, else ``BULLETIN_CONFIG``, else ./bulletin.toml."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_NAME)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = True) -> Settings:
+    """Read and check a config file; raise ConfigError whose message starts with the file name."""
+    file = config_path(path)
+    if not file.exists():
+        if missing_ok and path is None and not os.environ.get(CONFIG_ENV):
+            return dataclasses.replace(Settings(), base_dir=Path(".").resolve())
+        raise ConfigError(f"{file}: no such config file (create one with 'bulletin init')")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    try:
+        return settings_from_dict(data, file.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# The commented sample written by ``bulletin init``
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_value(key)
+
+
+def _comment(text: str) -> list[str]:
+    import textwrap
+
+    return ["# " + line for line in textwrap.wrap(text, 88)]
+
+
+def sample_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A complete, commented config file listing every setting with its default."""
+    overrides = overrides or {}
+    defaults = Settings()
+    lines = [
+        "# bulletin configuration. Every setting is shown with its default value.",
+        f"# Secrets are not kept here: set {SECRET_KEY_ENV} and {SMTP_PASSWORD_ENV} in the environment.",
+        "",
+    ]
+    sections: list[tuple[str, dataclasses.Field[Any], Any]] = []
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value) or f.name == "interests":
+            sections.append((f.name, f, value))
+            continue
+        lines += _comment(f.metadata["help"])
+        lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    for name, f, value in sections:
+        if name == "interests":
+            continue
+        lines += _comment(f.metadata["help"])
+        lines.append(f"[{name}]")
+        for sub in dataclasses.fields(value):
+            sub_value = overrides.get(name, {}).get(sub.name, getattr(value, sub.name))
+            lines += _comment(sub.metadata["help"])
+            lines.append(f"{sub.name} = {_toml_value(sub_value)}")
+        lines.append("")
+    interests_field = next(f for f in dataclasses.fields(Settings) if f.name == "interests")
+    lines += _comment(interests_field.metadata["help"] + " Each has a key, a label per language and keywords.")
+    for interest in defaults.interests:
+        lines.append("[[interests]]")
+        lines.append(f"key = {_toml_value(interest.key)}")
+        lines.append(f"labels = {_toml_value(interest.labels)}")
+        lines.append(f"keywords = {_toml_value(interest.keywords)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def all_settings_help() -> list[tuple[str, str, str]]:
+    """(name, default, help) of every setting, for documentation."""
+    rows: list[tuple[str, str, str]] = []
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            for sub in dataclasses.fields(value):
+                rows.append((f"{f.name}.{sub.name}", _toml_value(getattr(value, sub.name)), sub.metadata["help"]))
+        elif f.name != "interests":
+            rows.append((f.name, _toml_value(value), f.metadata["help"]))
+    return rows

@@ -1,0 +1,82 @@
+"""Engine, sessions and transactions, for SQLite (embedded default) and PostgreSQL.
+
+Model code never commits: the edge (a CLI command, a web handler, a scheduler job) opens one
+transaction with :func:`transaction` and the block commits or rolls back as a whole. On SQLite
+write transactions begin IMMEDIATE, so a writer waits for the lock at the start (within the
+busy timeout) instead of failing half-way; WAL lets readers go on meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bulletin.config import Settings
+
+
+def normalise_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 10000, **kwargs: Any) -> Engine:
+    """Create an engine with bulletin's safety settings for its database kind."""
+    url = normalise_url(url)
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+
+    path = make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def engine_for(settings: Settings, **kwargs: Any) -> Engine:
+    return make_engine(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms, **kwargs)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One write transaction: commits when the block ends, rolls back if it raises."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A read-only session; on SQLite it takes no write lock."""
+    bind = engine.execution_options(sqlite_begin="DEFERRED") if is_sqlite(engine) else engine
+    with Session(bind, expire_on_commit=False) as session, session.begin():
+        yield session
+        session.rollback()

@@ -1,0 +1,41 @@
+"""SQLAlchemy models of bulletin, one module per concept."""
+
+from bulletin.models.base import Base, UTCDateTime, utcnow
+from bulletin.models.delivery import Delivery, DeliveryState
+from bulletin.models.edition import (
+    Approval,
+    Edition,
+    EditionItem,
+    EditionStatus,
+    EditionTransition,
+    EditionVariant,
+)
+from bulletin.models.news import FeedState, NewsItem, NewsStatus
+from bulletin.models.staff import Lock, RateEvent, StaffMember, StaffRole
+from bulletin.models.subscriber import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression
+
+__all__ = [
+    "Approval",
+    "Base",
+    "Delivery",
+    "DeliveryState",
+    "Edition",
+    "EditionItem",
+    "EditionStatus",
+    "EditionTransition",
+    "EditionVariant",
+    "FeedState",
+    "Lock",
+    "NewsItem",
+    "NewsStatus",
+    "RateEvent",
+    "Setting",
+    "StaffMember",
+    "StaffRole",
+    "Subscriber",
+    "SubscriberEvent",
+    "SubscriberStatus",
+    "Suppression",
+    "UTCDateTime",
+    "utcnow",
+]
