@@ -69,6 +69,12 @@ class Sender:
 @dataclass(frozen=True)
 class Web:
     base_url: str = setting("https://bulletin.example.org", "Public base URL of the subscription pages.")
+    confirm_emails_per_address: int = setting(3, "Most opt-in emails sent to one address in 24 hours.")
+    confirm_emails_per_ip: int = setting(20, "Most opt-in emails requested from one client IP address in an hour.")
+    login_attempts: int = setting(
+        5, "Failed staff logins allowed per account (and 4 times that per client IP) in 15 minutes."
+    )
+    session_hours: int = setting(12, "How long a staff login lasts, in hours.")
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,7 @@ class Schedule:
     cron: str = setting("0 8 * * 1", "When the periodic edition is drafted (crontab: minute hour day month weekday).")
     timezone: str = setting("America/Toronto", "Time zone of the cron expression and of --at times.")
     misfire_grace_seconds: int = setting(86400, "How late a missed job may still run after downtime.")
+    tick_seconds: int = setting(60, "How often the scheduler starts due editions and retries deferred deliveries.")
 
 
 @dataclass(frozen=True)
@@ -388,6 +395,8 @@ def _check(settings: Settings) -> None:
         ZoneInfo(settings.schedule.timezone)
     except Exception:
         raise ConfigError(f"schedule.timezone: unknown time zone {settings.schedule.timezone!r}") from None
+    if settings.schedule.tick_seconds < 1:
+        raise ConfigError("schedule.tick_seconds: must be at least 1")
     if len(settings.schedule.cron.split()) != 5:
         raise ConfigError(f"schedule.cron: {settings.schedule.cron!r} needs five fields")
 

@@ -77,6 +77,8 @@ def transaction(engine: Engine) -> Iterator[Session]:
 def reading(engine: Engine) -> Iterator[Session]:
     """A read-only session; on SQLite it takes no write lock."""
     bind = engine.execution_options(sqlite_begin="DEFERRED") if is_sqlite(engine) else engine
-    with Session(bind, expire_on_commit=False) as session, session.begin():
+    # The session begins on first use. Objects are detached before the rollback, so attributes
+    # loaded inside the block stay readable after it.
+    with Session(bind, expire_on_commit=False) as session:
         yield session
-        session.rollback()
+        session.expunge_all()
