@@ -44,7 +44,8 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
         ("[smtp]\nprot = 25\n", "smtp.prot: unknown setting"),
         ("languages = 'fr'\n", "languages: expected a list"),
         (
-            "[[interests]]\nkey = 'youth'\nlabels = { fr = 'Jeunesse', en = 'Youth', es = 'Juventud', de = 'Jugend' }\n",
+            "[[interests]]\nkey = 'youth'\n"
+            "labels = { fr = 'Jeunesse', en = 'Youth', es = 'Juventud', de = 'Jugend' }\n",
             "interests[0].labels: unknown language 'de'",
         ),
         ("default_language = 'it'\n", "default_language: 'it' is not one of languages"),

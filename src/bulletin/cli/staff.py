@@ -1,9 +1,101 @@
-"""Commands of the staff area."""
+"""``bulletin staff ...``: accounts for the staff pages."""
 
 from __future__ import annotations
 
+import sys
+
 import click
+
+from bulletin.cli import App, pass_app
+from bulletin.models import StaffRole
+from bulletin.staff import add_staff, list_staff, parse_role, remove_staff, set_password
+
+ROLE_CHOICES = [role.value for role in StaffRole]
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@click.group()
+def staff() -> None:
+    """Staff accounts that log in to the preview and approval pages."""
+
+
+@staff.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(ROLE_CHOICES), help="editor, approver or admin.")
+@click.option("--email", help="Address for test sends to oneself.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@pass_app
+def staff_add(app: App, name: str, role: str, email: str | None, password_stdin: bool) -> None:
+    """Create a staff account; asks for the password twice.
+
+    Editors arrange editions, approvers also approve and schedule them, admins can do everything.
+
+    Example:
+
+        bulletin staff add marie --role approver --email marie@example.org
+    """
+    password = _read_password(password_stdin)
+    with app.transaction() as session:
+        member = add_staff(session, name, role=parse_role(role), password=password, email=email)
+        click.echo(f"Added {member.name} ({member.role.value})")
+
+
+@staff.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@pass_app
+def staff_password(app: App, name: str, password_stdin: bool) -> None:
+    """Set a new password; the member's open sessions end.
+
+    Example:
+
+        bulletin staff password marie
+    """
+    password = _read_password(password_stdin)
+    with app.transaction() as session:
+        member = set_password(session, name, password)
+        click.echo(f"Password changed for {member.name}")
+
+
+@staff.command("list")
+@pass_app
+def staff_list(app: App) -> None:
+    """List staff accounts with their role and email.
+
+    Example:
+
+        bulletin staff list
+    """
+    with app.reading() as session:
+        members = list_staff(session)
+        if not members:
+            click.echo("No staff accounts yet (add one with 'bulletin staff add NAME --role admin').")
+        for member in members:
+            click.echo(f"{member.name}\t{member.role.value}\t{member.email or '-'}")
+
+
+@staff.command("remove")
+@click.argument("name")
+@pass_app
+def staff_remove(app: App, name: str) -> None:
+    """Delete a staff account; its logins stop working at once.
+
+    Example:
+
+        bulletin staff remove marie
+    """
+    with app.transaction() as session:
+        remove_staff(session, name)
+    click.echo(f"Removed {name}")
 
 
 def register(cli: click.Group) -> None:
     """Add this area's commands to the CLI."""
+    cli.add_command(staff)

@@ -51,6 +51,12 @@ class NewsItem(Base):
     source_kind: Mapped[str] = mapped_column(String(16))
     source_id: Mapped[str] = mapped_column(String(700))
     content_hash: Mapped[str] = mapped_column(String(64))
+    # Hash of what the source said at the last ingest: an unchanged source leaves the item alone,
+    # even when staff edited it since.
+    source_hash: Mapped[str | None] = mapped_column(String(64))
+    # Names of the fields staff set by hand ("title", "summary", "translation_key", ...); a changed
+    # source does not overwrite them.
+    overrides: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[NewsStatus] = mapped_column(
         Enum(
             NewsStatus, name="news_status", native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
@@ -81,3 +87,4 @@ class FeedState(Base):
 
 
 Index("ix_news_items_status_published", NewsItem.status, NewsItem.published_at)
+Index("ix_news_items_link", NewsItem.link)
