@@ -422,7 +422,11 @@ def export_to_file(
     """Export to ``path`` through a temporary file, so a failed export leaves no half-written file."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with temporary.open("w", encoding="utf-8", newline="") as out:
+        handle = temporary.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with handle as out:
             count = write_export(engine, out, fmt=fmt, query_filter=query_filter)
         temporary.replace(path)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,8 +75,48 @@ class UserError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]
 
 
+# Top-level command -> the modules that define it (each exposes ``register(cli)``). Modules are
+# imported only when their command runs, so `bulletin --help` stays fast and light.
+COMMAND_HELP = {
+    "init": "Write a commented sample config (if none) and create the database.",
+    "db": "Database schema commands.",
+    "subscribers": "Add, change, list, import, export and erase subscribers.",
+    "news": "Ingest news items and adjust their language, topics and translations.",
+    "edition": "Create, preview, approve, schedule and send editions of the bulletin.",
+    "worker": "Send due deliveries of every edition (several may run on PostgreSQL).",
+    "scheduler": "Run the scheduler that drafts and sends editions on time.",
+    "serve": "Serve the subscription and staff web pages.",
+    "staff": "Manage staff accounts for the web pages.",
+}
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "init": ("admin",),
+    "db": ("admin",),
+    "subscribers": ("subscribers",),
+    "news": ("news",),
+    "edition": ("edition", "send", "workflow"),
+    "worker": ("send",),
+    "scheduler": ("scheduler",),
+    "serve": ("web",),
+    "staff": ("staff",),
+}
+
+
 class BulletinGroup(click.Group):
-    """A group that turns domain errors into one line and a non-zero exit."""
+    """The top-level group: loads commands lazily and turns domain errors into one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMAND_HELP[name]) for name in self.list_commands(ctx)])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            for module_name in COMMAND_MODULES[cmd_name]:
+                module = importlib.import_module(f"bulletin.cli.{module_name}")
+                module.register(self)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -109,16 +150,6 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
     app = App(config_file=config_file)
     ctx.obj = app
     ctx.call_on_close(lambda: [cleanup() for cleanup in app.cleanups])
-
-
-def _register() -> None:
-    from bulletin.cli import admin, edition, news, scheduler, send, staff, subscribers, web, workflow
-
-    for module in (admin, subscribers, news, edition, send, workflow, scheduler, web, staff):
-        module.register(cli)
-
-
-_register()
 
 
 def main() -> None:
