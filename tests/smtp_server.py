@@ -33,16 +33,25 @@ class ReceivedMessage:
 class Faults:
     """What the server should do wrong; tests set these between sends.
 
-    ``rcpt_replies`` maps an address to the reply given at RCPT (e.g. "550 5.1.1 no such user").
+    ``rcpt_replies`` maps an address to the reply given at RCPT every time (e.g. "550 5.1.1 no such user").
+    ``rcpt_replies_once`` maps an address to replies given at its next RCPTs, in turn; then it is accepted.
     ``data_replies`` is a list of replies given, in turn, at the end of DATA instead of 250.
-    ``drop_on_data`` closes the connection when that many more DATA commands arrive (mid-DATA drop).
-    ``stall_seconds`` makes the server sleep before answering DATA.
+    ``data_replies_for`` maps an address to replies given, in turn, at the end of its next DATAs.
+    ``drop_on_data`` closes the connection, with no reply, when that many more DATA commands have
+    been received in full (the message may or may not count as delivered: the client cannot know).
+    ``drop_mid_data`` cuts the connection in the middle of the next N message bodies (nothing is kept).
+    ``stall_seconds`` makes the server sleep before answering DATA (the next ``stall_count`` DATA
+    commands, or every one while ``stall_count`` is 0).
     """
 
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    rcpt_replies_once: dict[str, list[str]] = field(default_factory=dict)
     data_replies: list[str] = field(default_factory=list)
+    data_replies_for: dict[str, list[str]] = field(default_factory=dict)
     drop_on_data: int = 0
+    drop_mid_data: int = 0
     stall_seconds: float = 0.0
+    stall_count: int = 0
 
 
 class _Handler:
@@ -52,16 +61,33 @@ class _Handler:
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        reply = self.server.faults.rcpt_replies.get(address.lower())
-        if reply:
-            return reply
+        faults = self.server.faults
+        key = address.lower()
+        with self.server.lock:
+            reply = faults.rcpt_replies.get(key)
+            queued = faults.rcpt_replies_once.get(key)
+            if not reply and queued:
+                reply = queued.pop(0)
+            if reply:
+                self.server.refusals.append((address, reply))
+                return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         faults = self.server.faults
-        if faults.stall_seconds:
-            await asyncio.sleep(faults.stall_seconds)
+        stall = 0.0
+        with self.server.lock:
+            if faults.stall_seconds:
+                if faults.stall_count == 0:
+                    stall = faults.stall_seconds
+                elif faults.stall_count > 0:
+                    faults.stall_count -= 1
+                    stall = faults.stall_seconds
+                    if faults.stall_count == 0:
+                        faults.stall_seconds = 0.0
+        if stall:
+            await asyncio.sleep(stall)
         with self.server.lock:
             self.server.data_commands += 1
             if faults.drop_on_data:
@@ -73,6 +99,12 @@ class _Handler:
                     return "421 connection dropped"
             if faults.data_replies:
                 return faults.data_replies.pop(0)
+            for rcpt in envelope.rcpt_tos:
+                queued = faults.data_replies_for.get(rcpt.lower())
+                if queued:
+                    reply = queued.pop(0)
+                    self.server.refusals.append((rcpt, reply))
+                    return reply
             content = envelope.original_content or envelope.content
             assert isinstance(content, bytes)
             self.server.messages.append(
@@ -86,6 +118,41 @@ class _Handler:
         return "250 2.0.0 queued"
 
 
+class _FaultySMTP(SMTP):
+    """aiosmtpd's server, able to cut a connection in the middle of a message body."""
+
+    def __init__(self, server: RecordingSMTPServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recording_server = server
+
+    async def smtp_DATA(self, arg: str) -> None:
+        server = self._recording_server
+        with server.lock:
+            cut = server.faults.drop_mid_data > 0 and bool(self.envelope and self.envelope.rcpt_tos)
+            if cut:
+                server.faults.drop_mid_data -= 1
+                server.data_commands += 1
+        if not cut:
+            await super().smtp_DATA(arg)
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # Read part of the body, then go away as a crashing server would.
+        await self._reader.read(512)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Controller(Controller):
+    def __init__(self, server: RecordingSMTPServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recording_server = server
+
+    def factory(self) -> SMTP:
+        with self._recording_server.lock:
+            self._recording_server.connections += 1
+        return _FaultySMTP(self._recording_server, self.handler, **self.SMTP_kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,23 +161,24 @@ def free_port() -> int:
 
 
 class RecordingSMTPServer:
-    """Runs aiosmtpd in a thread on 127.0.0.1; ``messages`` holds what it accepted."""
+    """Runs aiosmtpd in a thread on 127.0.0.1; ``messages`` holds what it accepted.
+
+    ``refusals`` lists (address, reply) of every refusal it gave; ``connections`` counts the
+    connections clients opened.
+    """
 
     def __init__(self, port: int | None = None, **controller_options: Any) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.messages: list[ReceivedMessage] = []
+        self.refusals: list[tuple[str, str]] = []
         self.faults = Faults()
         self.lock = threading.Lock()
         self.data_commands = 0
-        self._controller = Controller(
-            _Handler(self),
-            hostname=self.host,
-            port=self.port,
-            decode_data=False,
-            enable_SMTPUTF8=True,
-            **controller_options,
-        )
+        self.connections = 0
+        options: dict[str, Any] = {"decode_data": False, "enable_SMTPUTF8": True}
+        options.update(controller_options)
+        self._controller = _Controller(self, _Handler(self), hostname=self.host, port=self.port, **options)
 
     def start(self) -> None:
         self._controller.start()

@@ -1,9 +1,65 @@
-"""Commands of the web area."""
+"""``bulletin serve``: the subscription and staff pages on uvicorn."""
 
 from __future__ import annotations
 
+import contextlib
+
 import click
+
+from bulletin.cli import App, pass_app
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option(
+    "--with-scheduler",
+    is_flag=True,
+    help="Also run the scheduler (periodic editions, scheduled sends) in this process.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Proxies whose X-Forwarded-For is trusted for the client address (rate limits, consent records).",
+)
+@pass_app
+def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_ips: str) -> None:
+    """Serve the subscription pages and the staff pages.
+
+    Put it behind an HTTPS reverse proxy and set web.base_url to the public https address;
+    cookies are marked Secure whenever base_url starts with https://.
+
+    Example:
+
+        bulletin serve --host 0.0.0.0 --port 8000 --with-scheduler
+    """
+    import uvicorn
+
+    from bulletin.web import create_app
+
+    settings = app.settings
+    settings.secret_key  # noqa: B018 - fail with one clear line before listening when the key is missing
+    engine = app.engine
+    web_app = create_app(settings, engine)
+    with contextlib.ExitStack() as stack:
+        if with_scheduler:
+            from bulletin.scheduling import running_scheduler
+
+            stack.enter_context(running_scheduler(engine, settings))
+            click.echo("Scheduler running in this process.")
+        click.echo(f"Serving on http://{host}:{port}/ (public address {settings.web.base_url})")
+        uvicorn.run(
+            web_app,
+            host=host,
+            port=port,
+            proxy_headers=True,
+            forwarded_allow_ips=forwarded_allow_ips,
+            server_header=False,
+            log_level="info",
+        )
 
 
 def register(cli: click.Group) -> None:
     """Add this area's commands to the CLI."""
+    cli.add_command(serve)

@@ -1,0 +1,728 @@
+"""Render an edition for each (language, interest set) its active subscribers have.
+
+Pipeline for the HTML part: Jinja2 (autoescape on; news content only ever enters as data)
+writes MJML from the templates, mjml-python turns it into responsive HTML, premailer inlines
+``inline.css``. The plain-text part comes from its own template, wrapped at 78 columns.
+Per-recipient parts are the placeholders of :mod:`bulletin.placeholders`, so each variant is
+rendered once, never once per subscriber.
+
+Speed: a variant's items are a subset, in edition order, of the items shown in its language.
+So the whole pipeline runs once per language on a document holding all of them, between
+marker comments, and each variant is assembled from that document's head, its items' HTML
+and its tail, then given its own preheader and topics line. The result is byte for byte what
+the pipeline gives when run on the variant alone (a test checks this).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html as html_lib
+import importlib.metadata
+import itertools
+import json
+import logging
+import re
+import textwrap
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+from zoneinfo import ZoneInfo
+
+import lxml.html  # type: ignore[import-untyped]
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from bulletin import __version__, placeholders
+from bulletin.config import Settings
+from bulletin.editions import Story, edition_stories, last_day
+from bulletin.errors import BulletinError, InvalidInput
+from bulletin.i18n import catalog_path, translations
+from bulletin.links import PATHS, make_token
+from bulletin.models import Edition, EditionVariant, NewsItem, Subscriber, SubscriberStatus, utcnow
+
+TEXT_WIDTH = 78
+LAYOUT = "email/layout.mjml.j2"
+TEXT = "email/bulletin.txt.j2"
+INLINE_CSS = "email/inline.css"
+PREHEADER_LENGTH = 140
+
+# Stand-ins for the per-variant parts of a language document, swapped for each variant's own text.
+_PREHEADER_TOKEN = "__BULLETIN_VARIANT_PREHEADER__"
+_TOPICS_TOKEN = "__BULLETIN_VARIANT_TOPICS__"
+_ITEMS_START = "<!--bulletin-items-->"
+_ITEMS_END = "<!--/bulletin-items-->"
+_ITEM_RE = re.compile(r"<!--bulletin-item:(\d+)-->.*?<!--/bulletin-item-->", re.DOTALL)
+_MARKER_RE = re.compile(r"<!--/?bulletin-items?(?::\d+)?-->")
+_HEAD_RE = re.compile(r"<!--.*?-->|<style(?=[\s>])", re.DOTALL)
+_SAFE_SCHEMES = ("http", "https", "mailto")
+_URL_SAFE_CHARS = ":/?#[]@!$&()*+,;=%~-._"
+
+
+class RenderError(BulletinError):
+    """The templates could not be rendered (a template error, invalid MJML)."""
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    """One variant, rendered once, with the per-recipient placeholders left in."""
+
+    language: str
+    interests: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    content_hash: str
+    html_size: int
+    item_count: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return variant_key(self.language, self.interests)
+
+    @property
+    def empty(self) -> bool:
+        """A variant with no items is not sent; it is reported instead."""
+        return self.item_count == 0
+
+
+def variant_key(language: str, interests: str) -> str:
+    """The key naming a variant across areas: ``"fr|cities,youth"``."""
+    return f"{language}|{interests}"
+
+
+def subscriber_variant(settings: Settings, language: str, interests: str) -> tuple[str, str]:
+    """The variant a subscriber receives: unknown languages get the default, unknown topics are dropped."""
+    if language not in settings.languages:
+        language = settings.default_language
+    known = set(settings.interest_keys)
+    keys = sorted({key for key in interests.split(",") if key in known})
+    return language, ",".join(keys)
+
+
+def variant_subscriber_counts(session: Session, settings: Settings) -> dict[tuple[str, str], int]:
+    """Active subscribers per variant."""
+    counts: Counter[tuple[str, str]] = Counter()
+    rows = session.execute(
+        select(Subscriber.language, Subscriber.interests, func.count())
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .group_by(Subscriber.language, Subscriber.interests)
+    )
+    for language, interests, count in rows:
+        counts[subscriber_variant(settings, language, interests or "")] += int(count)
+    return dict(counts)
+
+
+def plan_variants(session: Session, settings: Settings, edition: Edition) -> list[tuple[str, str]]:
+    """The (language, interests) pairs of active subscribers, in a stable order."""
+    rank = {lang: index for index, lang in enumerate(settings.languages)}
+    pairs = variant_subscriber_counts(session, settings)
+    return sorted(pairs, key=lambda pair: (rank[pair[0]], pair[1].count(",") + bool(pair[1]), pair[1]))
+
+
+# ---------------------------------------------------------------------------
+# Templates
+
+
+def shipped_templates_dir() -> Path:
+    """The templates shipped with bulletin: the repository's ``templates/`` or the installed copy."""
+    repository = Path(__file__).resolve().parents[2] / "templates"
+    if (repository / LAYOUT).is_file():
+        return repository
+    return Path(__file__).resolve().parent / "_templates"
+
+
+def template_dirs(settings: Settings) -> tuple[str, ...]:
+    """Folders searched for templates: the configured one first, then the shipped ones."""
+    dirs = []
+    if settings.compose.templates_dir:
+        custom = settings.resolve_path(settings.compose.templates_dir)
+        if not custom.is_dir():
+            raise RenderError(f"compose.templates_dir: {custom} is not a folder")
+        dirs.append(str(custom))
+    dirs.append(str(shipped_templates_dir()))
+    return tuple(dirs)
+
+
+def _wrap(value: Any, width: int = TEXT_WIDTH, indent: str = "", subsequent: str | None = None) -> str:
+    return _wrapped(str(value), width, indent, indent if subsequent is None else subsequent)
+
+
+@lru_cache(maxsize=8192)
+def _wrapped(text: str, width: int, indent: str, subsequent: str) -> str:
+    # Long words (URLs) are never broken: a link cut in two stops working.
+    return textwrap.fill(
+        " ".join(text.split()),
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+@lru_cache(maxsize=32)
+def _environment(dirs: tuple[str, ...], language: str) -> Environment:
+    env = Environment(
+        loader=ChoiceLoader([FileSystemLoader(d) for d in dirs]),
+        autoescape=select_autoescape(enabled_extensions=("mjml.j2", "html.j2"), default_for_string=True),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        keep_trailing_newline=True,
+    )
+    env.filters["wrap"] = _wrap
+    # Looked up at each call, so an edited catalog is used without a restart.
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda message: translations(language).gettext(message),
+        ngettext=lambda singular, plural, n: translations(language).ngettext(singular, plural, n),
+        newstyle=True,
+    )
+    return env
+
+
+def _template_sources(dirs: tuple[str, ...]) -> list[tuple[str, str]]:
+    env = _environment(dirs, "en")
+    assert env.loader is not None
+    sources = []
+    for name in sorted(env.list_templates(filter_func=lambda name: name.startswith("email/"))):
+        source, _, _ = env.loader.get_source(env, name)
+        sources.append((name, source))
+    return sources
+
+
+def render_fingerprint(settings: Settings) -> str:
+    """Hash of the templates, catalogs, versions and settings that shape the rendering."""
+    digest = hashlib.sha256()
+    for name, source in _template_sources(template_dirs(settings)):
+        digest.update(f"template {name}\0{source}\0".encode())
+    for lang in settings.languages:
+        path = catalog_path(lang)
+        digest.update(f"catalog {lang}\0".encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    versions = {name: _version(name) for name in ("mjml", "premailer", "babel", "jinja2", "lxml")}
+    relevant = {
+        "bulletin": __version__,
+        "versions": versions,
+        "organisation": dataclasses.asdict(settings.organisation),
+        "base_url": settings.web.base_url,
+        "languages": settings.languages,
+        "default_language": settings.default_language,
+        "interests": [dataclasses.asdict(interest) for interest in settings.interests],
+        "fallback": settings.compose.fallback,
+        "max_html_bytes": settings.compose.max_html_bytes,
+        "timezone": settings.schedule.timezone,
+    }
+    digest.update(json.dumps(relevant, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------
+# What the templates receive
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """A news item as a template sees it: plain data in the reader's language."""
+
+    key: int
+    language: str
+    title: str
+    link: str | None
+    image: str | None
+    image_alt: str
+    date: str
+    fallback_note: str
+    topic_labels: list[str]
+    blocks: list[dict[str, Any]]
+
+
+def safe_url(value: str | None, base: str | None = None) -> str | None:
+    """An absolute http(s) or mailto URL, or None for anything that could harm or cannot work.
+
+    Relative URLs are resolved against ``base`` when it is absolute; otherwise they are kept so
+    that the link check reports them. Quotes, spaces and angle brackets are percent-encoded.
+    """
+    if not value or not value.strip():
+        return None
+    url = value.strip()
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme and base and urlsplit(base).scheme.lower() in ("http", "https"):
+        url = urljoin(base, url)
+        scheme = urlsplit(url).scheme.lower()
+    if scheme and scheme not in _SAFE_SCHEMES:
+        return None
+    return quote(url, safe=_URL_SAFE_CHARS)
+
+
+def _language_name(reader: str, language: str) -> str:
+    try:
+        name = Locale.parse(reader).languages.get(language)
+    except (UnknownLocaleError, ValueError):
+        name = None
+    return name or language
+
+
+def _direction(language: str) -> str:
+    try:
+        return "rtl" if Locale.parse(language).character_order == "right-to-left" else "ltr"
+    except (UnknownLocaleError, ValueError):
+        return "ltr"
+
+
+def _blocks(item: NewsItem, full: bool) -> list[dict[str, Any]]:
+    base = item.link if item.link else None
+    blocks: list[dict[str, Any]] = []
+    for block in item.body or []:
+        kind = block.get("type")
+        if kind == "list":
+            entries = [str(entry) for entry in block.get("items") or [] if str(entry).strip()]
+            if entries:
+                blocks.append({"type": "list", "items": entries})
+        elif kind == "link":
+            url = safe_url(block.get("url"), base)
+            label = str(block.get("label") or block.get("url") or "").strip()
+            if label:
+                blocks.append({"type": "link", "url": url, "label": label})
+        elif kind in ("heading", "paragraph") and str(block.get("text") or "").strip():
+            blocks.append({"type": kind, "text": str(block["text"])})
+    if full:
+        return blocks
+    # With a link to the whole story, the email shows its summary (or first paragraph) only.
+    if item.summary and item.summary.strip():
+        return [{"type": "paragraph", "text": item.summary.strip()}]
+    first = next((b for b in blocks if b["type"] == "paragraph"), None)
+    return [first] if first else []
+
+
+def _item_view(settings: Settings, story: Story, item: NewsItem, reader: str) -> ItemView:
+    link = safe_url(item.link)
+    zone = ZoneInfo(settings.schedule.timezone)
+    labels = [
+        interest.labels.get(reader) or interest.key for interest in settings.interests if interest.key in story.topics
+    ]
+    note = ""
+    if item.language != reader:
+        note = translations(reader).gettext("(in %(language)s)") % {"language": _language_name(reader, item.language)}
+    image = safe_url(item.image, link)
+    return ItemView(
+        key=item.id,
+        language=item.language,
+        title=item.title.strip(),
+        link=link,
+        image=image,
+        image_alt=(item.image_alt or "").strip() or item.title.strip(),
+        date=format_date(item.published_at.astimezone(zone).date(), format="long", locale=reader),
+        fallback_note=note,
+        topic_labels=labels,
+        blocks=_blocks(item, full=not (link and urlsplit(link).scheme in ("http", "https"))),
+    )
+
+
+def _choose_version(settings: Settings, story: Story, language: str) -> NewsItem | None:
+    """The version of a story a reader of ``language`` gets, per the fallback setting."""
+    included = story.included
+    for item in included:
+        if item.language == language:
+            return item
+    if settings.compose.fallback == "skip" or not included:
+        return None
+    return included[0]
+
+
+def _preheader(items: Sequence[ItemView]) -> str:
+    text = " · ".join(item.title for item in items)
+    if len(text) <= PREHEADER_LENGTH:
+        return text
+    cut = text[: PREHEADER_LENGTH - 1].rsplit(" ", 1)[0].rstrip(" ·")
+    return cut + "…"
+
+
+def _topics_line(settings: Settings, language: str, interests: str) -> str:
+    catalog = translations(language)
+    keys = [key for key in interests.split(",") if key]
+    if not keys:
+        return catalog.gettext("You receive the news on every topic.")
+    labels = [settings.interest(key).labels.get(language) or key for key in keys]
+    return catalog.gettext("You receive the news on: %(topics)s.") % {"topics": ", ".join(labels)}
+
+
+def _intro_paragraphs(text: str) -> list[str]:
+    return [" ".join(part.split()) for part in re.split(r"\n\s*\n", text.strip()) if part.strip()]
+
+
+# ---------------------------------------------------------------------------
+# MJML -> HTML -> inlined CSS
+
+
+def mjml_to_email_html(mjml_source: str, inline_css: str) -> str:
+    """Turn MJML into email HTML with ``inline_css`` inlined, keeping MJML's own head styles as they are."""
+    from mjml import mjml_to_html
+    from premailer import Premailer
+
+    try:
+        result = mjml_to_html(mjml_source)
+    except Exception as exc:  # mjml-python raises plain exceptions on malformed input
+        raise RenderError(f"the email template does not produce valid MJML: {exc}") from None
+    if result.errors:
+        raise RenderError("MJML: " + "; ".join(str(e) for e in result.errors))
+    document = result.html.replace("<!doctype html>", "<!DOCTYPE html>", 1)
+    # MJML's head styles (resets, media queries) stay in <head> untouched: inlining them would only
+    # bloat every element. premailer inlines our inline.css and drops the marker attribute again.
+    head_end = document.find("</head>")
+    head = _HEAD_RE.sub(
+        lambda m: m.group(0) if m.group(0).startswith("<!--") else '<style data-premailer="ignore"',
+        document[:head_end],
+    )
+    document = head + document[head_end:]
+    premailer = Premailer(
+        document,
+        css_text=inline_css,
+        strip_important=False,
+        disable_validation=True,
+        disable_basic_attributes=["align", "valign", "bgcolor", "width", "height"],
+        align_floating_images=False,
+        allow_network=False,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return str(premailer.transform(pretty_print=False))
+
+
+@dataclass
+class _LanguageDocument:
+    """A language's rendered HTML cut around its items, to assemble any subset of them."""
+
+    head: str
+    before_first: str
+    between: str
+    after_last: str
+    tail: str
+    items: dict[int, str]
+
+    def assemble(self, keys: Iterable[int]) -> str:
+        parts = [self.items[key] for key in keys]
+        body = self.before_first + self.between.join(parts) + self.after_last if parts else self.before_first
+        return _MARKER_RE.sub("", self.head + body + self.tail)
+
+
+def _split(document: str) -> _LanguageDocument:
+    start = document.find(_ITEMS_START)
+    end = document.find(_ITEMS_END)
+    if start < 0 or end < start:
+        raise RenderError(f"{LAYOUT} must keep the {_ITEMS_START} and {_ITEMS_END} markers around its items")
+    head, region, tail = document[:start], document[start:end], document[end:]
+    matches = list(_ITEM_RE.finditer(region))
+    items = {int(m.group(1)): m.group(0) for m in matches}
+    if not matches:
+        return _LanguageDocument(head, region, "", "", tail, {})
+    gaps = [region[a.end() : b.start()] for a, b in itertools.pairwise(matches)]
+    if len(set(gaps)) > 1:
+        raise RenderError(f"{LAYOUT}: the items are not separated uniformly; keep each item between its markers")
+    return _LanguageDocument(
+        head=head,
+        before_first=region[: matches[0].start()],
+        between=gaps[0] if gaps else "",
+        after_last=region[matches[-1].end() :],
+        tail=tail,
+        items=items,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Checks
+
+
+def _placeholder_growth(settings: Settings) -> dict[str, int]:
+    """How many bytes each placeholder may grow by when filled for a recipient."""
+    token = make_token("x" * 32, "unsubscribe", 10**9, "someone.with.a.long.name@example.org")
+    url_length = len(settings.web.base_url.rstrip("/")) + len(PATHS["preferences"]) + len(token)
+    return {
+        placeholders.NAME: 40 - len(placeholders.NAME),
+        placeholders.UNSUBSCRIBE_URL: url_length - len(placeholders.UNSUBSCRIBE_URL),
+        placeholders.PREFERENCES_URL: url_length - len(placeholders.PREFERENCES_URL),
+    }
+
+
+def _hidden(element: Any) -> bool:
+    while element is not None:
+        style = (element.get("style") or "").replace(" ", "").lower()
+        if "display:none" in style or "visibility:hidden" in style:
+            return True
+        element = element.getparent()
+    return False
+
+
+def _absolute(url: str) -> bool:
+    if url in placeholders.ALL:
+        return True
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return bool(parts.netloc)
+    return parts.scheme == "mailto"
+
+
+def check_variant(settings: Settings, html: str, text: str, preheader: str) -> list[str]:
+    """Problems that forbid sending this variant, one sentence each."""
+    problems = []
+    size = len(html.encode("utf-8")) + sum(
+        html.count(placeholder) * growth for placeholder, growth in _placeholder_growth(settings).items()
+    )
+    budget = settings.compose.max_html_bytes
+    if size > budget:
+        problems.append(
+            f"HTML is {size / 1024:.1f} KB with links filled in, over the {budget / 1024:.0f} KB budget "
+            "(Gmail clips larger messages): exclude some items"
+        )
+    root = lxml.html.document_fromstring(html)
+    if not (root.get("lang") or "").strip():
+        problems.append("the <html> element has no lang attribute")
+    if not preheader.strip() or html_lib.escape(preheader, quote=False) not in html:
+        problems.append("no preheader")
+    for image in root.iter("img"):
+        if not (image.get("alt") or "").strip():
+            problems.append(f"image without alt text: {image.get('src')}")
+        if not _absolute(image.get("src") or ""):
+            problems.append(f"image address is not absolute: {image.get('src')!r}")
+    for link in root.iter("a"):
+        href = link.get("href")
+        if href is not None and not _absolute(href):
+            problems.append(f"link is not absolute: {href!r}")
+    unsubscribe = [
+        a for a in root.iter("a") if a.get("href") == placeholders.UNSUBSCRIBE_URL and a.text_content().strip()
+    ]
+    if not any(not _hidden(a) for a in unsubscribe):
+        problems.append("no visible unsubscribe link in the HTML part")
+    if placeholders.UNSUBSCRIBE_URL not in text:
+        problems.append("no unsubscribe link in the text part")
+    body_text = " ".join(root.text_content().split())
+    organisation = settings.organisation
+    for what, value in (("address", organisation.address), ("contact address", organisation.contact_email)):
+        if " ".join(value.split()) not in body_text:
+            problems.append(f"the footer lacks the organisation's {what}")
+    return problems
+
+
+def content_hash(subject: str, html: str, text: str) -> str:
+    """Hash of what a variant says, placeholders unfilled: approvals are locked to it."""
+    digest = hashlib.sha256()
+    for part in (subject, html, text):
+        encoded = part.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+
+
+class EditionRenderer:
+    """Renders the variants of one edition, sharing the work between variants of a language."""
+
+    def __init__(self, session: Session, settings: Settings, edition: Edition) -> None:
+        self.settings = settings
+        self.edition = edition
+        self.stories = edition_stories(session, settings, edition)
+        self.dirs = template_dirs(settings)
+        self._documents: dict[str, _LanguageDocument] = {}
+        self._views: dict[str, list[tuple[Story, ItemView]]] = {}
+        self._inline_css: str | None = None
+
+    def _env(self, language: str) -> Environment:
+        return _environment(self.dirs, language)
+
+    def views(self, language: str) -> list[tuple[Story, ItemView]]:
+        """Every item a reader of ``language`` may get, in edition order."""
+        if language not in self._views:
+            views = []
+            for story in self.stories:
+                item = _choose_version(self.settings, story, language)
+                if item is not None:
+                    views.append((story, _item_view(self.settings, story, item, language)))
+            self._views[language] = views
+        return self._views[language]
+
+    def select(self, language: str, interests: str) -> list[ItemView]:
+        """The items of a variant: those on any of its interests ("" = every item)."""
+        wanted = {key for key in interests.split(",") if key}
+        return [view for story, view in self.views(language) if not wanted or story.topics & wanted]
+
+    def context(self, language: str, items: Sequence[ItemView], preheader: str, topics_line: str) -> dict[str, Any]:
+        settings = self.settings
+        organisation = settings.organisation
+        website = safe_url(organisation.website) or organisation.website
+        return {
+            "lang": language,
+            "direction": _direction(language),
+            "subject": self.subject(language),
+            "preheader": preheader,
+            "topics_line": topics_line,
+            "list_name": organisation.list_name,
+            "organisation": {
+                "name": organisation.name,
+                "address": organisation.address,
+                "contact_email": organisation.contact_email,
+                "website": website,
+                "website_label": re.sub(r"^https?://", "", website).rstrip("/"),
+            },
+            "edition_date": format_date(last_day(settings, self.edition.period_end), format="long", locale=language),
+            "intro_paragraphs": _intro_paragraphs((self.edition.intros or {}).get(language, "")),
+            "items": list(items),
+            "name_placeholder": placeholders.NAME,
+            "unsubscribe_url": placeholders.UNSUBSCRIBE_URL,
+            "preferences_url": placeholders.PREFERENCES_URL,
+        }
+
+    def subject(self, language: str) -> str:
+        subjects = self.edition.subjects or {}
+        if language in subjects and subjects[language].strip():
+            return subjects[language].strip()
+        from bulletin.editions import default_subject
+
+        return default_subject(self.settings, language, self.edition.period_end)
+
+    def _render_template(self, language: str, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self._env(language).get_template(name).render(context)
+        except TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            where = f" line {line}" if line else ""
+            raise RenderError(f"template {getattr(exc, 'name', None) or name}{where}: {exc.message}") from None
+
+    def inline_css(self) -> str:
+        if self._inline_css is None:
+            env = self._env(self.settings.default_language)
+            assert env.loader is not None
+            try:
+                self._inline_css = env.loader.get_source(env, INLINE_CSS)[0]
+            except TemplateError:
+                raise RenderError(f"{INLINE_CSS} is missing from the templates") from None
+        return self._inline_css
+
+    def html_of(self, language: str, items: Sequence[ItemView], preheader: str, topics_line: str) -> str:
+        """The whole pipeline on one document (used per language, and by tests on one variant)."""
+        mjml_source = self._render_template(language, LAYOUT, self.context(language, items, preheader, topics_line))
+        return mjml_to_email_html(mjml_source, self.inline_css())
+
+    def document(self, language: str) -> _LanguageDocument:
+        if language not in self._documents:
+            items = [view for _, view in self.views(language)]
+            html = self.html_of(language, items, _PREHEADER_TOKEN, _TOPICS_TOKEN)
+            self._documents[language] = _split(html)
+        return self._documents[language]
+
+    def render(self, language: str, interests: str) -> RenderedVariant:
+        settings = self.settings
+        if language not in settings.languages:
+            raise InvalidInput(f"{language!r} is not one of the configured languages ({', '.join(settings.languages)})")
+        unknown = [key for key in interests.split(",") if key and key not in settings.interest_keys]
+        if unknown:
+            raise InvalidInput(f"unknown topic {unknown[0]!r} (topics are {', '.join(settings.interest_keys)})")
+        interests = ",".join(sorted({key for key in interests.split(",") if key}))
+        items = self.select(language, interests)
+        preheader = _preheader(items)
+        topics_line = _topics_line(settings, language, interests)
+        html = (
+            self.document(language)
+            .assemble(item.key for item in items)
+            .replace(_PREHEADER_TOKEN, html_lib.escape(preheader, quote=False))
+            .replace(_TOPICS_TOKEN, html_lib.escape(topics_line, quote=False))
+        )
+        text = self._render_template(language, TEXT, self.context(language, items, preheader, topics_line))
+        text = _tidy_text(text)
+        subject = self.subject(language)
+        problems = check_variant(settings, html, text, preheader) if items else []
+        return RenderedVariant(
+            language=language,
+            interests=interests,
+            subject=subject,
+            preheader=preheader,
+            html=html,
+            text=text,
+            content_hash=content_hash(subject, html, text),
+            html_size=len(html.encode("utf-8")),
+            item_count=len(items),
+            problems=problems,
+        )
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines()]
+    tidy = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+    return tidy + "\n"
+
+
+def render_variant(
+    session: Session, settings: Settings, edition: Edition, language: str, interests: str
+) -> RenderedVariant:
+    """Render one variant (no writes)."""
+    return EditionRenderer(session, settings, edition).render(language, interests)
+
+
+def render_variants(
+    session: Session, settings: Settings, edition: Edition, variants: Iterable[tuple[str, str]] | None = None
+) -> list[RenderedVariant]:
+    """Render the given variants (default: the planned ones) of an edition (no writes)."""
+    renderer = EditionRenderer(session, settings, edition)
+    pairs = plan_variants(session, settings, edition) if variants is None else list(variants)
+    return [renderer.render(language, interests) for language, interests in pairs]
+
+
+def store_variants(session: Session, settings: Settings, edition: Edition, rendered: Sequence[RenderedVariant]) -> None:
+    """Save rendered variants (upsert by language and interests), drop the ones no longer planned."""
+    existing = {
+        (v.language, v.interests): v
+        for v in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition.id))
+    }
+    keep = {(v.language, v.interests) for v in rendered}
+    stale = [row.id for key, row in existing.items() if key not in keep]
+    if stale:
+        session.execute(delete(EditionVariant).where(EditionVariant.id.in_(stale)))
+    now = utcnow()
+    for variant in rendered:
+        row = existing.get((variant.language, variant.interests))
+        if row is None:
+            row = EditionVariant(edition_id=edition.id, language=variant.language, interests=variant.interests)
+            session.add(row)
+        row.subject = variant.subject
+        row.preheader = variant.preheader
+        row.html = variant.html
+        row.text = variant.text
+        row.content_hash = variant.content_hash
+        row.html_size = variant.html_size
+        row.item_count = variant.item_count
+        row.problems = "\n".join(variant.problems)
+        row.rendered_at = now
+    edition.render_fingerprint = render_fingerprint(settings)
+    session.flush()
+
+
+def render_edition(session: Session, settings: Settings, edition: Edition) -> list[RenderedVariant]:
+    """Render every planned variant and store them in ``edition_variants``."""
+    rendered = render_variants(session, settings, edition)
+    store_variants(session, settings, edition, rendered)
+    return rendered
+
+
+def stored_variants(session: Session, edition: Edition) -> dict[tuple[str, str], EditionVariant]:
+    rows = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition.id))
+    return {(row.language, row.interests): row for row in rows}

@@ -1,0 +1,55 @@
+"""Interface strings in each language: gettext catalogs read from the shipped ``.po`` files.
+
+The catalogs live in ``bulletin/locale/<lang>/LC_MESSAGES/<domain>.po`` (domain ``bulletin`` for
+emails, ``web`` for the web pages). Only the ``.po`` sources are kept: on first use Babel reads one
+and compiles it in memory (a few milliseconds), so a fresh clone or an editable install works with
+no ``compile`` step and there is no stale ``.mo`` to forget. Fuzzy entries are left out, like
+``msgfmt`` does. A language or domain without a catalog gets :class:`gettext.NullTranslations`,
+which returns the English source strings.
+"""
+
+from __future__ import annotations
+
+import gettext
+import io
+from functools import lru_cache
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+
+
+def catalog_path(lang: str, domain: str = "bulletin") -> Path:
+    """Where the ``.po`` catalog of a language and domain lives."""
+    return LOCALE_DIR / lang / "LC_MESSAGES" / f"{domain}.po"
+
+
+def translations(lang: str, domain: str = "bulletin") -> gettext.NullTranslations:
+    """The translations of ``domain`` for ``lang`` (English source strings when there is none)."""
+    path = catalog_path(lang, domain)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return gettext.NullTranslations()
+    return _load(str(path), lang, mtime)
+
+
+@lru_cache(maxsize=64)
+def _load(path: str, lang: str, mtime: int) -> gettext.NullTranslations:
+    # mtime is part of the cache key so an edited catalog is read again by a long-running process.
+    with open(path, "rb") as po_file:
+        catalog = read_po(po_file, locale=lang)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog, use_fuzzy=False)
+    compiled.seek(0)
+    return Translations(fp=compiled)
+
+
+def catalog_languages(domain: str = "bulletin") -> list[str]:
+    """Languages that have a catalog for ``domain``."""
+    if not LOCALE_DIR.is_dir():
+        return []
+    return sorted(p.name for p in LOCALE_DIR.iterdir() if (p / "LC_MESSAGES" / f"{domain}.po").is_file())

@@ -1,0 +1,382 @@
+"""RFC 5322 messages: one built with the email package, and fast per-recipient copies of a variant.
+
+:func:`build_message` makes a complete :class:`~email.message.EmailMessage` (opt-in emails,
+reviewers' test sends). For an edition, :class:`VariantTemplate` builds the message of one
+variant once, with the email package, and keeps it as pre-encoded byte segments; each recipient's
+copy is then those segments joined around their own To, Date, Message-ID, List-Unsubscribe and
+the placeholders of :mod:`bulletin.placeholders`, without re-rendering or re-encoding the body.
+
+Both bodies are quoted-printable UTF-8, so no line is longer than 76 octets. A per-recipient
+value is put on lines of its own between soft line breaks, which keeps the encoding valid
+whatever the length of a name or link.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import html as html_lib
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from pathlib import Path
+from typing import Any, cast
+
+from bulletin import placeholders
+from bulletin.config import Settings
+from bulletin.errors import BulletinError
+
+# Headers a DKIM signature covers (when present): those the bulk-sender rules name and the content.
+DKIM_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"mime-version",
+    b"content-type",
+)
+
+
+class UriListHeader(UnstructuredHeader):
+    """A header of ``<uri>`` items (List-Unsubscribe) folded between items, never encoded.
+
+    The email package would fold a long URL into RFC 2047 encoded-words, which no mail client
+    reads back as a link.
+    """
+
+    def fold(self, *, policy: Any) -> str:
+        header = cast(BaseHeader, self)
+        return fold_uri_list(header.name, str(header), policy.linesep)
+
+
+def fold_uri_list(name: str, value: str, linesep: str = "\r\n") -> str:
+    """``Name: <a>,<linesep> <b><linesep>``: one item per line, each item kept whole."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return f"{name}: " + f",{linesep} ".join(items) + linesep
+
+
+def _header_registry() -> HeaderRegistry:
+    registry = HeaderRegistry()
+    # The registry mixes BaseHeader into the class it is given; typeshed wants it already there.
+    registry.map_to_type("list-unsubscribe", cast(type[BaseHeader], UriListHeader))
+    return registry
+
+
+# SMTP line endings, lines folded at 78, and List-Unsubscribe kept readable.
+POLICY = email_policy.SMTP.clone(header_factory=_header_registry())
+
+
+# ---------------------------------------------------------------------------
+# Identifiers and list headers
+
+
+def sender_domain(settings: Settings) -> str:
+    return settings.sender.from_address.rpartition("@")[2].lower() or "localhost"
+
+
+def make_message_id(settings: Settings, edition_id: int, subscriber_id: int) -> str:
+    """The Message-ID of an edition for one subscriber: the same on every retry.
+
+    A keyed digest makes it unique to this installation, so a message of another database
+    that happens to share the ids is never taken for a duplicate by a mailbox provider.
+    """
+    mac = hmac.new(settings.secret_key.encode(), f"{edition_id}:{subscriber_id}".encode(), hashlib.sha256)
+    digest = base64.b32encode(mac.digest()[:10]).decode("ascii").lower()
+    return f"<bulletin.{edition_id}.{subscriber_id}.{digest}@{sender_domain(settings)}>"
+
+
+def list_id(settings: Settings) -> str:
+    name = settings.organisation.list_name.replace('"', "").strip()
+    return f'"{name}" <{settings.sender.list_id}>' if name else f"<{settings.sender.list_id}>"
+
+
+def list_unsubscribe(settings: Settings, url: str) -> str:
+    """RFC 2369 value: the one-click https URL first, then the mailto alternative."""
+    mailto = settings.sender.unsubscribe_mailto
+    if not mailto:
+        return f"<{url}>"
+    return f"<{url}>, <mailto:{mailto}?subject=unsubscribe>"
+
+
+def _from_header(settings: Settings) -> Address:
+    local, _, domain = settings.sender.from_address.rpartition("@")
+    return Address(display_name=settings.sender.from_name, username=local, domain=domain)
+
+
+def _add_list_headers(message: EmailMessage, settings: Settings) -> None:
+    message["List-Id"] = list_id(settings)
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Precedence"] = "bulk"
+
+
+# ---------------------------------------------------------------------------
+# One complete message
+
+
+def build_message(
+    settings: Settings,
+    *,
+    to_email: str,
+    to_name: str | None,
+    subject: str,
+    html: str,
+    text: str,
+    message_id: str,
+    list_unsubscribe_url: str | None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> EmailMessage:
+    """A complete multipart/alternative (text, then HTML) message.
+
+    With ``list_unsubscribe_url`` it is a list message: List-Id, List-Unsubscribe (https and
+    mailto), List-Unsubscribe-Post and ``Precedence: bulk`` are added. Without it (an opt-in
+    confirmation) none of them is.
+    """
+    message = EmailMessage(policy=POLICY)
+    message["From"] = _from_header(settings)
+    if settings.sender.reply_to:
+        message["Reply-To"] = settings.sender.reply_to
+    message["To"] = formataddr((to_name or "", to_email))
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = message_id
+    if list_unsubscribe_url:
+        message["List-Unsubscribe"] = list_unsubscribe(settings, list_unsubscribe_url)
+        _add_list_headers(message, settings)
+    for name, value in (extra_headers or {}).items():
+        message[name] = value
+    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    if html:
+        message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message
+
+
+# ---------------------------------------------------------------------------
+# DKIM
+
+
+@dataclass
+class DkimSigner:
+    """Signs serialized messages with the configured key (dkimpy, relaxed/relaxed, rsa-sha256)."""
+
+    selector: bytes
+    domain: bytes
+    key: bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DkimSigner | None:
+        """The signer of these settings, or None when DKIM is not configured."""
+        dkim = settings.dkim
+        if not dkim.key_path:
+            return None
+        if not dkim.selector:
+            raise BulletinError("dkim.selector must be set when dkim.key_path is")
+        path = settings.resolve_path(dkim.key_path)
+        try:
+            key = Path(path).read_bytes()
+        except OSError as exc:
+            raise BulletinError(f"cannot read the DKIM key {path}: {exc.strerror}") from None
+        domain = dkim.domain or sender_domain(settings)
+        signer = cls(selector=dkim.selector.encode(), domain=domain.encode(), key=key)
+        # Sign once now so that a bad key is reported before anything is sent.
+        signer.sign(b"From: a@b\r\nTo: c@d\r\nSubject: x\r\n\r\nx\r\n")
+        return signer
+
+    def sign(self, data: bytes) -> bytes:
+        """The message with its DKIM-Signature header in front."""
+        import dkim
+
+        try:
+            signature: bytes = dkim.sign(
+                data,
+                self.selector,
+                self.domain,
+                self.key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=[h for h in DKIM_HEADERS if _has_header(data, h)],
+            )
+        except dkim.DKIMException as exc:
+            raise BulletinError(f"DKIM signing failed: {exc}") from None
+        return signature + data
+
+
+def _has_header(data: bytes, name: bytes) -> bool:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return head.startswith(name + b":") or (b"\n" + name + b":") in head
+
+
+def message_bytes(settings: Settings, message: EmailMessage, signer: DkimSigner | None = None) -> bytes:
+    """The message as sent: CRLF line endings, DKIM-signed when a signer is given."""
+    data = message.as_bytes(policy=POLICY)
+    return signer.sign(data) if signer else data
+
+
+# ---------------------------------------------------------------------------
+# Fast per-recipient copies of a variant
+
+_SLOT = re.compile(rb"=XSLOT(\d+)=X")
+_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in placeholders.ALL) + ")")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What differs between two copies of the same variant."""
+
+    email: str
+    name: str | None
+    message_id: str
+    unsubscribe_url: str
+    preferences_url: str
+
+
+def _qp(data: bytes) -> bytes:
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+
+
+def _qp_value(value: str) -> bytes:
+    """A value on its own quoted-printable lines, ending in a soft line break."""
+    if not value:
+        return b"="
+    # Soft line breaks between the value's own lines must be CRLF like the rest of the message.
+    return _qp(value.encode("utf-8")).replace(b"\n", b"\r\n") + b"="
+
+
+def _encode_body(body: str, slots: list[tuple[str, str]], kind: str) -> str:
+    """Quoted-printable body with each placeholder replaced by a slot marker on a line of its own.
+
+    ``slots`` collects (placeholder, part kind) for each marker, numbered by position.
+    """
+    out: list[bytes] = []
+    body = body.replace("\r\n", "\n")
+    # Like the email package, end the body with a line break.
+    if not body.endswith("\n"):
+        body += "\n"
+    for index, piece in enumerate(_PLACEHOLDER.split(body)):
+        if index % 2:
+            out.append(b"=XSLOT%d=X\n" % len(slots))
+            slots.append((piece, kind))
+            continue
+        if not piece:
+            continue
+        encoded = _qp(piece.encode("utf-8"))
+        out.append(encoded if encoded.endswith(b"\n") else encoded + b"=\n")
+    encoded_body = b"".join(out)
+    if not encoded_body.endswith(b"\n"):
+        encoded_body += b"\n"
+    return encoded_body.decode("ascii")
+
+
+def _text_part(body_qp: str, subtype: str) -> EmailMessage:
+    part = EmailMessage(policy=POLICY)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(body_qp)
+    return part
+
+
+@dataclass
+class VariantTemplate:
+    """The message of one variant, built once; :meth:`personalise` fills it for one recipient."""
+
+    segments: list[bytes]
+    slots: list[tuple[str, str]]
+    unsubscribe_mailto: str = ""
+    signer: DkimSigner | None = None
+    _date_cache: tuple[int, bytes] = field(default=(0, b""), repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        subject: str,
+        html: str,
+        text: str,
+        extra_headers: Mapping[str, str] | None = None,
+        signer: DkimSigner | None = None,
+    ) -> VariantTemplate:
+        """Build the constant part of the message with the email package and split it at the slots."""
+        slots: list[tuple[str, str]] = []
+        message = EmailMessage(policy=POLICY)
+        message["From"] = _from_header(settings)
+        if settings.sender.reply_to:
+            message["Reply-To"] = settings.sender.reply_to
+        message["Subject"] = subject
+        _add_list_headers(message, settings)
+        for name, value in (extra_headers or {}).items():
+            message[name] = value
+        message["MIME-Version"] = "1.0"
+        text_qp = _encode_body(text, slots, "text")
+        parts = [_text_part(text_qp, "plain")]
+        if html:
+            parts.append(_text_part(_encode_body(html, slots, "html"), "html"))
+        if len(parts) == 1:
+            message["Content-Type"] = 'text/plain; charset="utf-8"'
+            message["Content-Transfer-Encoding"] = "quoted-printable"
+            message.set_payload(text_qp)
+        else:
+            message["Content-Type"] = "multipart/alternative"
+            for part in parts:
+                message.attach(part)
+            # "=_" never occurs in quoted-printable text, so the boundary cannot clash with a body.
+            digest = hashlib.sha256(subject.encode() + text.encode() + html.encode()).hexdigest()[:24]
+            message.set_boundary(f"=_bulletin_{digest}")
+        data = message.as_bytes(policy=POLICY)
+        pieces = _SLOT.split(data)
+        return cls(
+            segments=pieces[0::2], slots=slots, unsubscribe_mailto=settings.sender.unsubscribe_mailto, signer=signer
+        )
+
+    def _date(self) -> bytes:
+        now = int(time.time())
+        if self._date_cache[0] != now:
+            self._date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+        return self._date_cache[1]
+
+    def _list_unsubscribe(self, url: str) -> str:
+        if self.unsubscribe_mailto:
+            return f"<{url}>, <mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
+        return f"<{url}>"
+
+    def personalise(self, recipient: Recipient) -> bytes:
+        """This recipient's copy, as the bytes to hand to the SMTP server."""
+        head = b"".join(
+            (
+                POLICY.fold_binary("To", formataddr((recipient.name or "", recipient.email))),
+                b"Date: " + self._date() + b"\r\n",
+                POLICY.fold_binary("Message-ID", recipient.message_id),
+                fold_uri_list("List-Unsubscribe", self._list_unsubscribe(recipient.unsubscribe_url)).encode("ascii"),
+            )
+        )
+        values = _slot_values(recipient)
+        segments = self.segments
+        out = [head, segments[0]]
+        for index, (placeholder, kind) in enumerate(self.slots):
+            out.append(values[placeholder, kind])
+            out.append(segments[index + 1])
+        data = b"".join(out)
+        return self.signer.sign(data) if self.signer else data
+
+
+def _slot_values(recipient: Recipient) -> dict[tuple[str, str], bytes]:
+    name = f" {recipient.name}" if recipient.name else ""
+    values: dict[tuple[str, str], bytes] = {}
+    for placeholder, raw in (
+        (placeholders.NAME, name),
+        (placeholders.UNSUBSCRIBE_URL, recipient.unsubscribe_url),
+        (placeholders.PREFERENCES_URL, recipient.preferences_url),
+    ):
+        values[placeholder, "text"] = _qp_value(raw)
+        values[placeholder, "html"] = _qp_value(html_lib.escape(raw, quote=True))
+    return values

@@ -1,0 +1,409 @@
+"""Ingest news sources (files, folders, feed URLs): each source read, settled and stored in its own
+transaction, so one bad source is reported on one line and the others still go in."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bulletin.config import Settings
+from bulletin.db import reading, transaction
+from bulletin.errors import BulletinError, InvalidInput
+from bulletin.models import FeedState, utcnow
+from bulletin.news.draft import Draft, clean_blocks, clip, optional_line, plain_text, single_line, summary_from_body
+from bulletin.news.errors import SourceError
+from bulletin.news.feeds import fetch_feed, parse_feed
+from bulletin.news.html_pages import read_html_page
+from bulletin.news.language import detect_language, normalise_language
+from bulletin.news.markdown import read_markdown
+from bulletin.news.store import ItemFields, upsert_item
+from bulletin.news.text_pages import read_text_page
+from bulletin.news.topics import keyword_topics, map_source_topics, topics_key
+
+log = logging.getLogger(__name__)
+
+KINDS_BY_SUFFIX = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".xml": "feed",
+    ".rss": "feed",
+    ".atom": "feed",
+    ".html": "html",
+    ".htm": "html",
+}
+
+
+@dataclass
+class SourceOutcome:
+    """What happened to one source: counts, the items it touched, and why it failed if it did."""
+
+    source: str
+    kind: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    item_ids: list[int] = field(default_factory=list)
+    # Items added or updated by this source, for the report shown to staff.
+    touched_ids: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class IngestReport:
+    """Per-source outcomes of one ingest call, and their totals."""
+
+    outcomes: list[SourceOutcome] = field(default_factory=list)
+
+    @property
+    def added(self) -> int:
+        return sum(o.added for o in self.outcomes)
+
+    @property
+    def updated(self) -> int:
+        return sum(o.updated for o in self.outcomes)
+
+    @property
+    def unchanged(self) -> int:
+        return sum(o.unchanged for o in self.outcomes)
+
+    @property
+    def rejected(self) -> int:
+        return sum(o.rejected for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[SourceOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def item_ids(self) -> list[int]:
+        return [item_id for o in self.outcomes for item_id in o.item_ids]
+
+
+@dataclass(frozen=True)
+class _Options:
+    language: str | None
+    date: datetime | None
+    topics: tuple[str, ...]
+
+
+def ingest_sources(
+    engine: Engine,
+    settings: Settings,
+    sources: list[str],
+    *,
+    lang: str | None = None,
+    date: datetime | None = None,
+    topics: list[str] | None = None,
+) -> IngestReport:
+    """Read every source into the news store; a failing source is reported and does not stop the others.
+
+    ``lang`` is the language of items whose source does not say; ``date`` replaces every item's
+    date; ``topics`` are added to every item.
+    """
+    if not sources:
+        raise InvalidInput("give at least one file, folder or feed URL to ingest")
+    if lang is not None and lang not in settings.languages:
+        raise InvalidInput(f"unknown language {lang!r} (languages are {', '.join(settings.languages)})")
+    for key in topics or []:
+        if key not in settings.interest_keys:
+            raise InvalidInput(f"unknown topic {key!r} (topics are {', '.join(settings.interest_keys)})")
+    if date is not None and date.tzinfo is None:
+        raise InvalidInput("the --date must carry a time zone")
+    options = _Options(lang, date.astimezone(UTC) if date else None, tuple(topics or ()))
+    report = IngestReport()
+    for source, kind in _expand(sources, report):
+        report.outcomes.append(_ingest_one(engine, settings, source, kind, options))
+    return report
+
+
+def _expand(sources: list[str], report: IngestReport) -> Iterator[tuple[str, str]]:
+    """(source, kind) for each URL and file; folders give their news files, in name order."""
+    for source in sources:
+        if source.lower().startswith(("http://", "https://")):
+            yield source, "feed-url"
+            continue
+        path = Path(source).expanduser()
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in KINDS_BY_SUFFIX
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                report.outcomes.append(
+                    SourceOutcome(source, "folder", error=f"no news files (.txt, .md, .xml, .html) in {source}")
+                )
+            for file in files:
+                yield str(file), ""
+        elif path.exists():
+            yield str(path), ""
+        else:
+            report.outcomes.append(SourceOutcome(source, "file", error="no such file or folder"))
+
+
+def _ingest_one(engine: Engine, settings: Settings, source: str, kind: str, options: _Options) -> SourceOutcome:
+    outcome = SourceOutcome(source, kind or "file")
+    try:
+        if kind == "feed-url":
+            _ingest_url(engine, settings, source, options, outcome)
+        else:
+            _ingest_file(engine, settings, Path(source), options, outcome)
+    except BulletinError as exc:
+        outcome.error = str(exc)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        outcome.error = f"database error, nothing stored from this source: {reason}"
+    except Exception as exc:
+        # A bug in a reader must not lose the other sources; the log keeps the traceback.
+        log.exception("ingesting %s failed", source)
+        outcome.error = f"unexpected error, nothing stored from this source: {type(exc).__name__}: {exc}"
+    if outcome.error:
+        outcome.added = outcome.updated = outcome.unchanged = 0
+        outcome.item_ids = []
+        outcome.touched_ids = []
+    return outcome
+
+
+def _read_file(path: Path, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes of a file and its text; SourceError when it is too big, empty, binary or undecodable."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise SourceError(
+                f"the file is {size / 1_000_000:.1f} MB, more than ingest.max_bytes ({max_bytes / 1_000_000:.1f} MB)"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read the file: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise SourceError("the file is empty")
+    if b"\x00" in data[:65536]:
+        raise SourceError("the file is binary, not text")
+    try:
+        return data, data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("cp1252", errors="replace")
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\r\n\t\f")
+    if "\ufffd" in text or controls > len(text) / 100:
+        raise SourceError("the file is binary or not in a known text encoding (save it as UTF-8)")
+    return data, text
+
+
+def _kind_of(path: Path, text: str) -> str:
+    kind = KINDS_BY_SUFFIX.get(path.suffix.lower())
+    if kind:
+        return kind
+    head = text.lstrip()[:200].lower()
+    if head.startswith(("<?xml", "<rss", "<feed")):
+        return "feed"
+    if head.startswith(("<!doctype html", "<html")):
+        return "html"
+    if head.startswith("---"):
+        return "markdown"
+    return "text"
+
+
+def _ingest_file(engine: Engine, settings: Settings, path: Path, options: _Options, outcome: SourceOutcome) -> None:
+    data, text = _read_file(path, settings.ingest.max_bytes)
+    kind = _kind_of(path, text)
+    outcome.kind = kind
+    source = str(path.resolve())
+    timezone = settings.schedule.timezone
+    if kind == "feed":
+        # The raw bytes: the XML declaration names the encoding.
+        drafts = parse_feed(data, source, languages=settings.languages)
+    elif kind == "markdown":
+        drafts = [read_markdown(text, source, timezone=timezone)]
+    elif kind == "html":
+        drafts = [read_html_page(text, source, timezone=timezone)]
+    else:
+        drafts = read_text_page(text, source, timezone)
+    mtime = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
+    _store(engine, settings, source, kind, drafts, options, (mtime, "mtime"), outcome)
+
+
+def _ingest_url(engine: Engine, settings: Settings, url: str, options: _Options, outcome: SourceOutcome) -> None:
+    # Validators are read, the request made and the items written in separate steps:
+    # no transaction is held open across the HTTP request.
+    with reading(engine) as session:
+        state = session.get(FeedState, url)
+        etag, last_modified = (state.etag, state.last_modified) if state else (None, None)
+    fetched = fetch_feed(
+        url,
+        etag=etag,
+        last_modified=last_modified,
+        timeout=settings.ingest.timeout,
+        max_bytes=settings.ingest.max_bytes,
+    )
+    if fetched.not_modified:
+        outcome.notes.append("not modified since the last fetch (HTTP 304)")
+        with transaction(engine) as session:
+            _remember_feed(session, url, fetched.etag, fetched.last_modified)
+        return
+    assert fetched.body is not None
+    if not fetched.body.strip():
+        raise SourceError("the server sent an empty document")
+    drafts = parse_feed(fetched.body, url, languages=settings.languages)
+    _store(
+        engine,
+        settings,
+        url,
+        "feed",
+        drafts,
+        options,
+        (utcnow(), "fetched"),
+        outcome,
+        feed_state=(fetched.etag, fetched.last_modified),
+    )
+
+
+def _remember_feed(session: Session, url: str, etag: str | None, last_modified: str | None) -> None:
+    state = session.get(FeedState, url)
+    if state is None:
+        state = FeedState(url=url)
+        session.add(state)
+    state.etag = clip(single_line(etag), 500) if etag else None
+    state.last_modified = clip(single_line(last_modified), 100) if last_modified else None
+    state.fetched_at = utcnow()
+
+
+def _store(
+    engine: Engine,
+    settings: Settings,
+    source: str,
+    kind: str,
+    drafts: list[Draft],
+    options: _Options,
+    fallback_date: tuple[datetime, str],
+    outcome: SourceOutcome,
+    feed_state: tuple[str | None, str | None] | None = None,
+) -> None:
+    accepted: list[ItemFields] = []
+    for draft in drafts:
+        if draft.problem:
+            outcome.rejected += 1
+            outcome.notes.append(f"rejected: {draft.problem}")
+            continue
+        accepted.append(_settle(settings, source, kind, draft, options, fallback_date))
+    if not accepted:
+        if outcome.rejected:
+            problems = "; ".join(note.removeprefix("rejected: ") for note in outcome.notes)
+            raise SourceError(problems if outcome.rejected == 1 else f"no item could be read: {problems}")
+        if feed_state is None:
+            raise SourceError("no news item found")
+    with transaction(engine) as session:
+        for fields in accepted:
+            result, item = upsert_item(session, fields)
+            if result == "duplicate":
+                outcome.unchanged += 1
+                outcome.notes.append(f"{fields.title!r} is already stored as item {item.id} (same link)")
+                continue
+            setattr(outcome, result, getattr(outcome, result) + 1)
+            outcome.item_ids.append(item.id)
+            if result != "unchanged":
+                outcome.touched_ids.append(item.id)
+                outcome.notes.extend(fields.notes)
+        if feed_state is not None:
+            _remember_feed(session, source, *feed_state)
+
+
+def _settle(
+    settings: Settings,
+    source: str,
+    kind: str,
+    draft: Draft,
+    options: _Options,
+    fallback_date: tuple[datetime, str],
+) -> ItemFields:
+    """Decide language, date, topics and summary of a draft, and clean every field for storage."""
+    title = clip(single_line(draft.title), 300)
+    body = clean_blocks(draft.body)
+    summary = clip(single_line(draft.summary), 1000) or summary_from_body(body)
+    text = plain_text(title, summary, body)
+    notes: list[str] = []
+
+    language = normalise_language(draft.language, settings.languages)
+    language_origin = "source"
+    if language is None and options.language:
+        language, language_origin = options.language, "option"
+    elif language is None:
+        guess = detect_language(text, settings.languages)
+        if guess.language:
+            language, language_origin = guess.language, "detected"
+        else:
+            language, language_origin = settings.default_language, "default"
+            notes.append(f"{title!r}: language unclear, set to {language} (fix with 'bulletin news set ID --lang')")
+
+    if options.date is not None:
+        published_at, date_origin = options.date, "option"
+    elif draft.published_at is not None:
+        published_at, date_origin = draft.published_at, draft.date_origin
+    else:
+        published_at, date_origin = fallback_date
+
+    source_topics = map_source_topics(settings, draft.topics)
+    if source_topics:
+        topic_keys, topics_origin = source_topics, "source"
+    else:
+        topic_keys, topics_origin = keyword_topics(settings, text, language), "keywords"
+    if options.topics:
+        topic_keys = sorted(set(topic_keys) | set(options.topics))
+        if not source_topics:
+            topics_origin = "option"
+
+    return ItemFields(
+        source=source[:2000],
+        source_kind=kind,
+        source_id=_bounded_id(draft.source_id),
+        title=title,
+        body=body,
+        summary=summary,
+        language=language,
+        language_origin=language_origin,
+        published_at=published_at,
+        date_origin=date_origin,
+        topics=topics_key(topic_keys),
+        topics_origin=topics_origin,
+        link=_bounded_url(draft.link),
+        image=_bounded_url(draft.image),
+        image_alt=clip(single_line(draft.image_alt), 500) or None,
+        translation_key=clip(single_line(draft.translation_key), 300) or None,
+        notes=notes,
+    )
+
+
+def _bounded_id(source_id: str) -> str:
+    source_id = single_line(source_id)
+    if len(source_id) <= 700:
+        return source_id
+    return source_id[:600] + "#" + hashlib.sha256(source_id.encode()).hexdigest()
+
+
+def _bounded_url(url: str | None) -> str | None:
+    url = optional_line(url)
+    return url if url and len(url) <= 2000 and url.lower().startswith(("http://", "https://")) else None
+
+
+def default_sources(settings: Settings) -> list[str]:
+    """The feeds and folders of ``ingest.feeds`` and ``ingest.folders``, folders resolved to the config."""
+    return [*settings.ingest.feeds, *(os.fspath(settings.resolve_path(folder)) for folder in settings.ingest.folders)]

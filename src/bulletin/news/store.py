@@ -1,0 +1,227 @@
+"""The news store: idempotent upsert of ingested items, and the queries staff and the composer use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import literal, select
+from sqlalchemy.orm import Session
+
+from bulletin.errors import NotFound
+from bulletin.models import NewsItem, NewsStatus
+
+Outcome = Literal["added", "updated", "unchanged", "duplicate"]
+
+# Fields a source provides and a re-ingest may update.
+CONTENT_FIELDS = (
+    "title",
+    "body",
+    "summary",
+    "link",
+    "image",
+    "image_alt",
+    "language",
+    "published_at",
+    "topics",
+    "translation_key",
+)
+# Dates that only say when bulletin saw the item: a later ingest keeps the first one.
+FALLBACK_DATE_ORIGINS = ("mtime", "fetched")
+
+
+@dataclass
+class ItemFields:
+    """Everything ingest settled about one item, ready to store."""
+
+    source: str
+    source_kind: str
+    source_id: str
+    title: str
+    body: list[dict[str, Any]]
+    summary: str
+    language: str
+    language_origin: str
+    published_at: datetime
+    date_origin: str
+    topics: str
+    topics_origin: str
+    link: str | None = None
+    image: str | None = None
+    image_alt: str | None = None
+    translation_key: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _digest(values: dict[str, Any]) -> str:
+    encoded = json.dumps(values, sort_keys=True, ensure_ascii=False, default=_encode, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _content_digest(values: dict[str, Any]) -> str:
+    values = dict(values)
+    published = values.get("published_at")
+    values["published_at"] = published.isoformat() if isinstance(published, datetime) else None
+    return _digest(values)
+
+
+def content_hash(item: NewsItem) -> str:
+    """Hash of what a reader would see of the item; it changes whenever the item does."""
+    return _content_digest({name: getattr(item, name) for name in CONTENT_FIELDS})
+
+
+def source_hash(fields: ItemFields) -> str:
+    values = {name: getattr(fields, name) for name in CONTENT_FIELDS}
+    values["origins"] = [fields.language_origin, fields.topics_origin]
+    return _digest(values)
+
+
+def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem]:
+    """Add the item, or update it in place when its source changed; unchanged sources change nothing.
+
+    A changed item gets ``changed=True`` and a new ``content_hash``. Fields staff set by hand
+    (language, topics, and those named in ``overrides``) are kept.
+    """
+    new_source_hash = source_hash(fields)
+    item = session.scalar(
+        select(NewsItem).where(NewsItem.source_kind == fields.source_kind, NewsItem.source_id == fields.source_id)
+    )
+    if item is None:
+        if fields.link:
+            twin = session.scalar(
+                select(NewsItem)
+                .where(NewsItem.link == fields.link, NewsItem.language == fields.language)
+                .order_by(NewsItem.id)
+                .limit(1)
+            )
+            if twin is not None:
+                return "duplicate", twin
+        item = NewsItem(
+            source=fields.source,
+            source_kind=fields.source_kind,
+            source_id=fields.source_id,
+            language_origin=fields.language_origin,
+            date_origin=fields.date_origin,
+            topics_origin=fields.topics_origin,
+            source_hash=new_source_hash,
+            overrides=[],
+            status=NewsStatus.NEW,
+            changed=False,
+        )
+        for name in CONTENT_FIELDS:
+            setattr(item, name, getattr(fields, name))
+        item.content_hash = content_hash(item)
+        session.add(item)
+        session.flush()
+        return "added", item
+    if item.source_hash == new_source_hash:
+        return "unchanged", item
+    merged = _merged_values(item, fields)
+    new_hash = _content_digest({name: merged[name] for name in CONTENT_FIELDS})
+    if new_hash == item.content_hash:
+        # The source changed in ways that do not show (a touched file, a field staff set by hand):
+        # nothing is written, so the item does not look changed to the workflow.
+        return "unchanged", item
+    for name, value in merged.items():
+        if getattr(item, name) != value:
+            setattr(item, name, value)
+    item.source = fields.source
+    item.source_hash = new_source_hash
+    item.content_hash = new_hash
+    item.changed = True
+    session.flush()
+    return "updated", item
+
+
+def _merged_values(item: NewsItem, fields: ItemFields) -> dict[str, Any]:
+    """The item's fields after a re-ingest: the source's, except what staff set and first-seen dates."""
+    kept = set(item.overrides or [])
+    if item.language_origin == "staff":
+        kept.add("language")
+    if item.topics_origin == "staff":
+        kept.add("topics")
+    if fields.date_origin in FALLBACK_DATE_ORIGINS and item.published_at is not None:
+        kept.add("published_at")
+    merged = {name: getattr(item if name in kept else fields, name) for name in CONTENT_FIELDS}
+    merged["language_origin"] = item.language_origin if "language" in kept else fields.language_origin
+    merged["topics_origin"] = item.topics_origin if "topics" in kept else fields.topics_origin
+    merged["date_origin"] = item.date_origin if "published_at" in kept else fields.date_origin
+    return merged
+
+
+def get_item(session: Session, item_id: int) -> NewsItem:
+    item = session.get(NewsItem, item_id)
+    if item is None:
+        raise NotFound(f"no news item {item_id}")
+    return item
+
+
+@dataclass(frozen=True)
+class NewsFilter:
+    """What ``news list`` selects; every part is optional."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    language: str | None = None
+    topic: str | None = None
+    status: NewsStatus | None = None
+    limit: int | None = None
+
+
+def list_items(session: Session, query: NewsFilter) -> Sequence[NewsItem]:
+    """Items of the filter, newest first."""
+    statement = select(NewsItem)
+    if query.since is not None:
+        statement = statement.where(NewsItem.published_at >= query.since)
+    if query.until is not None:
+        statement = statement.where(NewsItem.published_at < query.until)
+    if query.language:
+        statement = statement.where(NewsItem.language == query.language)
+    if query.topic:
+        padded = literal(",") + NewsItem.topics + literal(",")
+        statement = statement.where(padded.contains(f",{query.topic},", autoescape=True))
+    if query.status is not None:
+        statement = statement.where(NewsItem.status == query.status)
+    statement = statement.order_by(NewsItem.published_at.desc(), NewsItem.id.desc())
+    if query.limit:
+        statement = statement.limit(query.limit)
+    return session.scalars(statement).all()
+
+
+def item_as_dict(item: NewsItem, *, with_body: bool = True) -> dict[str, Any]:
+    """A JSON-ready view of an item."""
+    data: dict[str, Any] = {
+        "id": item.id,
+        "title": item.title,
+        "language": item.language,
+        "language_origin": item.language_origin,
+        "published_at": item.published_at.isoformat(),
+        "date_origin": item.date_origin,
+        "topics": item.topic_list,
+        "topics_origin": item.topics_origin,
+        "status": item.status.value,
+        "changed": item.changed,
+        "summary": item.summary,
+        "link": item.link,
+        "image": item.image,
+        "image_alt": item.image_alt,
+        "translation_key": item.translation_key,
+        "source": item.source,
+        "source_kind": item.source_kind,
+        "source_id": item.source_id,
+        "content_hash": item.content_hash,
+        "overrides": list(item.overrides or []),
+    }
+    if with_body:
+        data["body"] = item.body
+    return data

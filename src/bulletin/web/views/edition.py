@@ -1,0 +1,483 @@
+"""One edition for staff: the preview grid of its variants and the actions allowed by role.
+
+Editors arrange stories, render previews, submit for review and send tests to themselves;
+approvers also approve, schedule, pause, resume and cancel. Every action checks the role
+here, on the server, whatever buttons the page showed.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+from bulletin import placeholders
+from bulletin.config import Settings
+from bulletin.errors import BulletinError, InvalidInput, NotFound
+from bulletin.models import (
+    Approval,
+    Edition,
+    EditionStatus,
+    EditionTransition,
+    EditionVariant,
+    StaffRole,
+)
+from bulletin.web.auth import StaffUser, forbidden, staff_view
+from bulletin.web.headers import EMAIL_FRAME_POLICY, PREVIEW_GRID_POLICY
+from bulletin.web.language import language_name
+from bulletin.web.pages import flash, page_language, read, render, settings_of, write
+
+S = EditionStatus
+# Which status changes the page offers, and the role each needs.
+STATUS_ACTIONS: dict[str, StaffRole] = {
+    "submit": StaffRole.EDITOR,
+    "reopen": StaffRole.EDITOR,
+    "pause": StaffRole.APPROVER,
+    "resume": StaffRole.APPROVER,
+    "cancel": StaffRole.APPROVER,
+}
+ARRANGE_ACTIONS = ("up", "down", "exclude", "include")
+TEST_SUBJECT_PREFIX = "[TEST] "
+
+
+@dataclass(frozen=True)
+class VersionView:
+    news_item_id: int
+    title: str
+    language: str
+    excluded: bool
+    link: str | None
+
+
+@dataclass(frozen=True)
+class StoryView:
+    position: int
+    versions: list[VersionView]
+
+
+@dataclass(frozen=True)
+class VariantView:
+    id: int
+    key: str
+    language: str
+    topics: list[str]
+    subject: str
+    preheader: str
+    html_size: int
+    item_count: int
+    problems: list[str]
+    subscribers: int
+    rendered_at: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    approver: str
+    at: datetime
+    voided_at: datetime | None
+    void_reason: str | None
+
+
+@dataclass
+class EditionView:
+    id: int
+    status: EditionStatus
+    subjects: dict[str, str]
+    period_start: datetime
+    period_end: datetime
+    scheduled_at: datetime | None
+    send_started_at: datetime | None
+    sent_at: datetime | None
+    created_by: str
+    stories: list[StoryView] = field(default_factory=list)
+    variants: list[VariantView] = field(default_factory=list)
+    approvals: list[ApprovalView] = field(default_factory=list)
+    history: list[EditionTransition] = field(default_factory=list)
+    stale: bool = False
+    deliveries: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def editable(self) -> bool:
+        from bulletin.editions import EDITABLE
+
+        return self.status in EDITABLE
+
+    @property
+    def valid_approvers(self) -> list[str]:
+        return [a.approver for a in self.approvals if a.voided_at is None]
+
+
+def topic_labels(settings: Settings, interests: str, language: str) -> list[str]:
+    labels = []
+    for key in interests.split(","):
+        if not key:
+            continue
+        try:
+            labels.append(settings.interest(key).labels.get(language, key))
+        except KeyError:
+            labels.append(key)
+    return labels
+
+
+def load_edition(session: Session, settings: Settings, edition_id: int, language: str) -> EditionView:
+    from bulletin import compose
+    from bulletin.editions import edition_stories
+    from bulletin.send import delivery_counts
+
+    edition = session.get(Edition, edition_id)
+    if edition is None:
+        raise NotFound(f"no edition {edition_id}")
+    view = EditionView(
+        id=edition.id,
+        status=edition.status,
+        subjects=dict(edition.subjects or {}),
+        period_start=edition.period_start,
+        period_end=edition.period_end,
+        scheduled_at=edition.scheduled_at,
+        send_started_at=edition.send_started_at,
+        sent_at=edition.sent_at,
+        created_by=edition.created_by,
+    )
+    for story in edition_stories(session, settings, edition):
+        view.stories.append(
+            StoryView(
+                position=story.position,
+                versions=[
+                    VersionView(
+                        news_item_id=v.item.id,
+                        title=v.item.title,
+                        language=v.item.language,
+                        excluded=v.excluded,
+                        link=v.item.link,
+                    )
+                    for v in story.versions
+                ],
+            )
+        )
+    audience = compose.variant_subscriber_counts(session, settings)
+    variants = session.scalars(
+        select(EditionVariant)
+        .where(EditionVariant.edition_id == edition.id)
+        .order_by(EditionVariant.language, EditionVariant.interests)
+    )
+    for variant in variants:
+        view.variants.append(
+            VariantView(
+                id=variant.id,
+                key=compose.variant_key(variant.language, variant.interests),
+                language=variant.language,
+                topics=topic_labels(settings, variant.interests, language),
+                subject=variant.subject,
+                preheader=variant.preheader,
+                html_size=variant.html_size,
+                item_count=variant.item_count,
+                problems=[line for line in (variant.problems or "").splitlines() if line.strip()],
+                subscribers=audience.get((variant.language, variant.interests), 0),
+                rendered_at=variant.rendered_at,
+            )
+        )
+    approvals = session.scalars(select(Approval).where(Approval.edition_id == edition.id).order_by(Approval.at))
+    view.approvals = [ApprovalView(a.approver, a.at, a.voided_at, a.void_reason) for a in approvals]
+    view.history = list(
+        session.scalars(
+            select(EditionTransition)
+            .where(EditionTransition.edition_id == edition.id)
+            .order_by(EditionTransition.at.desc(), EditionTransition.id.desc())
+            .limit(20)
+        )
+    )
+    if view.editable:
+        view.stale = not view.variants or edition.render_fingerprint != compose.render_fingerprint(settings)
+    view.deliveries = delivery_counts(session, edition.id)
+    return view
+
+
+def _back(edition_id: int, anchor: str = "") -> RedirectResponse:
+    return RedirectResponse(f"/staff/editions/{edition_id}{anchor}", status_code=303)
+
+
+async def _act(
+    request: Request, user: StaffUser, edition_id: int, work: Callable[[Session], object], done: str, anchor: str = ""
+) -> Response:
+    """Run one action in a transaction; show its outcome (or its one-line refusal) on the edition page."""
+    try:
+        await write(request, work)
+    except BulletinError as exc:
+        flash(request, str(exc), "error")
+    else:
+        flash(request, done, "success")
+    return _back(edition_id, anchor)
+
+
+@staff_view()
+async def edition_page(request: Request, user: StaffUser) -> Response:
+    """GET /staff/editions/{id}: stories, the preview grid and the actions."""
+    settings = settings_of(request)
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+    view = await read(request, lambda session: load_edition(session, settings, edition_id, text.language))
+    return render(
+        request,
+        "staff/edition.html",
+        {
+            "staff": user,
+            "edition": view,
+            "subject": view.subjects.get(text.language) or next(iter(view.subjects.values()), ""),
+            "budget": settings.compose.max_html_bytes,
+            "timezone": settings.schedule.timezone,
+            "approvals_required": settings.workflow.approvals_required,
+            "language_name": language_name,
+            "can_edit": user.can(StaffRole.EDITOR) and view.editable,
+            "can_approve": user.can(StaffRole.APPROVER),
+        },
+        text=text,
+        headers={"Content-Security-Policy": PREVIEW_GRID_POLICY},
+    )
+
+
+def fill_placeholders(content: str, *, name: str | None, base_url: str, as_html: bool) -> str:
+    """A variant with sample values in place of the per-recipient placeholders, for previews and tests.
+
+    The links lead to a page that says they are samples; they never act on a real subscriber.
+    """
+    base = base_url.rstrip("/")
+    values = {
+        placeholders.NAME: f" {name}" if name else "",
+        placeholders.UNSUBSCRIBE_URL: f"{base}/unsubscribe/sample-link-of-a-preview",
+        placeholders.PREFERENCES_URL: f"{base}/preferences/sample-link-of-a-preview",
+    }
+    for placeholder, value in values.items():
+        content = content.replace(placeholder, html_lib.escape(value, quote=True) if as_html else value)
+    return content
+
+
+@staff_view()
+async def variant_frame(request: Request, user: StaffUser) -> Response:
+    """GET /staff/editions/{id}/variants/{variant}/html|text: one rendered variant, for the preview frames."""
+    settings = settings_of(request)
+    edition_id = int(request.path_params["edition_id"])
+    variant_id = int(request.path_params["variant_id"])
+    part = str(request.path_params["part"])
+    if part not in ("html", "text"):
+        raise NotFound("no such part of a variant (html or text)")
+
+    def work(session: Session) -> tuple[str, str]:
+        variant = session.get(EditionVariant, variant_id)
+        if variant is None or variant.edition_id != edition_id:
+            raise NotFound(f"edition {edition_id} has no variant {variant_id}")
+        return variant.html, variant.text
+
+    html, text = await read(request, work)
+    if part == "text":
+        return PlainTextResponse(fill_placeholders(text, name=None, base_url=settings.web.base_url, as_html=False))
+    return Response(
+        fill_placeholders(html, name=None, base_url=settings.web.base_url, as_html=True),
+        media_type="text/html",
+        headers={"Content-Security-Policy": EMAIL_FRAME_POLICY, "X-Frame-Options": "SAMEORIGIN"},
+    )
+
+
+def _refresh(session: Session, settings: Settings, edition_id: int, actor: str) -> None:
+    """After a change of content: void an approval it breaks, then store the new previews."""
+    from bulletin import compose, workflow
+
+    edition = workflow.get_edition(session, edition_id)
+    workflow.refresh_approval(session, settings, edition, actor=actor)
+    compose.render_edition(session, settings, edition)
+
+
+@staff_view(StaffRole.EDITOR)
+async def arrange_items(request: Request, user: StaffUser) -> Response:
+    """POST /staff/editions/{id}/items: move a story up or down, exclude or include a version."""
+    from bulletin import editions
+
+    settings = settings_of(request)
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+    form = await request.form()
+    action = str(form.get("action", ""))
+    item_param = str(form.get("news_item_id", ""))
+    if action not in ARRANGE_ACTIONS or not item_param.isdigit():
+        flash(request, text.plain("Unknown change."), "error")
+        return _back(edition_id)
+    news_item_id = int(item_param)
+
+    def work(session: Session) -> None:
+        edition = editions.get_edition(session, edition_id)
+        if action in ("up", "down"):
+            stories = editions.edition_stories(session, settings, edition)
+            current = next((s.position for s in stories if any(v.item.id == news_item_id for v in s.versions)), None)
+            if current is None:
+                raise NotFound(f"news item {news_item_id} is not in edition {edition_id}")
+            target = current - 1 if action == "up" else current + 1
+            if not 1 <= target <= len(stories):
+                raise InvalidInput(text.plain("This story cannot move further."))
+            editions.move_item(session, edition_id, news_item_id, target, settings=settings, actor=user.name)
+        elif action == "exclude":
+            editions.exclude_item(session, edition_id, news_item_id, settings=settings, actor=user.name)
+        else:
+            editions.include_item(session, edition_id, news_item_id, settings=settings, actor=user.name)
+        _refresh(session, settings, edition_id, user.name)
+
+    return await _act(request, user, edition_id, work, text.plain("The edition is updated."), "#stories")
+
+
+@staff_view(StaffRole.EDITOR)
+async def render_variants(request: Request, user: StaffUser) -> Response:
+    """POST /staff/editions/{id}/render: render the variants again (after a template or audience change)."""
+    settings = settings_of(request)
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+
+    def work(session: Session) -> None:
+        from bulletin import editions
+
+        edition = editions.get_edition(session, edition_id)
+        if edition.status not in editions.EDITABLE:
+            raise InvalidInput(text.plain("The previews of an edition that is sending or sent cannot change."))
+        _refresh(session, settings, edition_id, user.name)
+
+    return await _act(request, user, edition_id, work, text.plain("The previews are up to date."), "#variants")
+
+
+@staff_view(StaffRole.EDITOR)
+async def change_status(request: Request, user: StaffUser) -> Response:
+    """POST /staff/editions/{id}/status: submit, reopen, pause, resume or cancel."""
+    from bulletin import workflow
+
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+    form = await request.form()
+    action = str(form.get("action", ""))
+    needed = STATUS_ACTIONS.get(action)
+    if needed is None:
+        flash(request, text.plain("Unknown change."), "error")
+        return _back(edition_id)
+    if not user.can(needed):
+        return forbidden(request, user, needed)
+    operations = {
+        "submit": lambda session: workflow.submit(session, edition_id, user.name),
+        "reopen": lambda session: workflow.reopen(session, edition_id, user.name),
+        "pause": lambda session: workflow.pause(session, edition_id, user.name),
+        "resume": lambda session: workflow.resume(session, edition_id, user.name),
+        "cancel": lambda session: workflow.cancel(session, edition_id, user.name),
+    }
+    messages = {
+        "submit": text.plain("The edition is in review."),
+        "reopen": text.plain("The edition is a draft again."),
+        "pause": text.plain("The edition is paused."),
+        "resume": text.plain("The edition is resumed."),
+        "cancel": text.plain("The edition is cancelled."),
+    }
+    return await _act(request, user, edition_id, operations[action], messages[action])
+
+
+@staff_view(StaffRole.APPROVER)
+async def approve(request: Request, user: StaffUser) -> Response:
+    """POST /staff/editions/{id}/approve: lock the approval to every variant's content hash."""
+    from bulletin import workflow
+
+    settings = settings_of(request)
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+
+    def work(session: Session) -> None:
+        workflow.approve(session, settings, edition_id, user.name)
+
+    return await _act(request, user, edition_id, work, text.plain("Your approval is recorded."))
+
+
+@staff_view(StaffRole.APPROVER)
+async def schedule(request: Request, user: StaffUser) -> Response:
+    """POST /staff/editions/{id}/schedule: set the send time, in the configured time zone."""
+    from bulletin import workflow
+
+    settings = settings_of(request)
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+    form = await request.form()
+    when = str(form.get("at", "")).strip()
+    if not when:
+        flash(request, text.plain("Give a date and time for the send."), "error")
+        return _back(edition_id)
+
+    def work(session: Session) -> None:
+        workflow.schedule(session, settings, edition_id, when, user.name)
+
+    return await _act(request, user, edition_id, work, text.plain("The send is scheduled."))
+
+
+@staff_view(StaffRole.EDITOR)
+async def test_send(request: Request, user: StaffUser) -> Response:
+    """POST /staff/editions/{id}/test-send: mail one variant (or all) to the logged-in staff member."""
+    settings = settings_of(request)
+    text = page_language(request)
+    edition_id = int(request.path_params["edition_id"])
+    form = await request.form()
+    choice = str(form.get("variant", "all"))
+    if not user.email:
+        flash(
+            request,
+            text.plain("Your account has no email address; an admin can add one with 'bulletin staff add --email'."),
+            "error",
+        )
+        return _back(edition_id)
+
+    def work(session: Session) -> list[tuple[str, str, str]]:
+        query = select(EditionVariant).where(EditionVariant.edition_id == edition_id).order_by(EditionVariant.id)
+        if choice != "all":
+            if not choice.isdigit():
+                raise NotFound("no such variant")
+            query = query.where(EditionVariant.id == int(choice))
+        return [(v.subject, v.html, v.text) for v in session.scalars(query)]
+
+    variants = await read(request, work)
+    if not variants:
+        flash(request, text.plain("There is no rendered variant to send yet."), "error")
+        return _back(edition_id)
+    email = user.email
+    try:
+        await run_in_threadpool(send_tests, settings, email, user.name, variants)
+    except Exception as exc:
+        flash(request, text.plain("The test could not be sent: %(reason)s", reason=str(exc)), "error")
+    else:
+        flash(
+            request,
+            text.nplain(
+                "%(count)s test message sent to %(address)s.",
+                "%(count)s test messages sent to %(address)s.",
+                len(variants),
+                address=email,
+            ),
+            "success",
+        )
+    return _back(edition_id)
+
+
+def send_tests(settings: Settings, email: str, name: str, variants: list[tuple[str, str, str]]) -> None:
+    """Mail each variant to one staff member, marked as a test, with sample personal links."""
+    from email.utils import make_msgid
+
+    from bulletin.mail import build_message, sender_domain
+    from bulletin.smtp import send_one
+
+    for subject, html, text in variants:
+        message = build_message(
+            settings,
+            to_email=email,
+            to_name=name,
+            subject=TEST_SUBJECT_PREFIX + subject,
+            html=fill_placeholders(html, name=name, base_url=settings.web.base_url, as_html=True),
+            text=fill_placeholders(text, name=name, base_url=settings.web.base_url, as_html=False),
+            message_id=make_msgid(idstring="test", domain=sender_domain(settings)),
+            list_unsubscribe_url=None,
+            extra_headers={"Auto-Submitted": "auto-generated"},
+        )
+        send_one(settings, message)

@@ -1,0 +1,162 @@
+"""What the sender does when the SMTP server misbehaves: retry, give up, fail alone, never lose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bulletin import send
+from bulletin.db import make_engine, reading, transaction
+from bulletin.migrate import upgrade
+from bulletin.models import Delivery, DeliveryState, Edition, Subscriber
+
+from .send_fixtures import add_subscribers, make_edition, make_settings
+from .smtp_server import RecordingSMTPServer
+
+
+def prepare(
+    tmp_path: Path, server: RecordingSMTPServer, count: int = 12, **overrides: Any
+) -> tuple[Any, Engine, int, list[str]]:
+    settings = make_settings(tmp_path, server, **overrides)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    emails = add_subscribers(engine, count)
+    edition_id = make_edition(engine, settings)
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        send.freeze_recipients(session, settings, edition)
+    return settings, engine, edition_id, emails
+
+
+def rows(engine: Engine, edition_id: int) -> dict[str, Delivery]:
+    with reading(engine) as session:
+        found = session.execute(
+            select(Subscriber.email, Delivery).join(Subscriber).where(Delivery.edition_id == edition_id)
+        ).all()
+        return {email: delivery for email, delivery in found}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["421 4.7.0 try again later, closing connection", "451 4.7.1 greylisted: please retry"],
+)
+def test_temporary_refusal_at_rcpt_is_deferred_then_delivered(
+    tmp_path: Path, smtp_server: RecordingSMTPServer, reply: str
+) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
+    target = emails[4]
+    smtp_server.faults.rcpt_replies_once[target] = [reply, reply]
+
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+
+    assert report.sent == 12 and report.failed == 0 and report.deferred == 2
+    assert sorted(smtp_server.recipients()) == sorted(emails)
+    row = rows(engine, edition_id)[target]
+    assert row.state is DeliveryState.SENT and row.attempts == 3
+    assert smtp_server.refusals == [(target, reply), (target, reply)]
+    assert any(reply in error for error in report.errors)
+
+
+def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
+    smtp_server.faults.rcpt_replies[emails[3]] = "550 5.1.1 <unknown>: Recipient address rejected"
+
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+
+    assert report.sent == 11 and report.failed == 1 and report.deferred == 0
+    assert sorted(smtp_server.recipients()) == sorted(e for e in emails if e != emails[3])
+    row = rows(engine, edition_id)[emails[3]]
+    assert row.state is DeliveryState.FAILED and row.attempts == 1
+    assert row.last_reply == "550 5.1.1 <unknown>: Recipient address rejected"
+    with reading(engine) as session:
+        status = send.delivery_status(session, edition_id)
+    assert status["counts"]["failed"] == 1
+    assert status["last_errors"][0]["email"] == emails[3]
+
+
+def test_451_after_data_is_retried(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
+    smtp_server.faults.data_replies_for[emails[0]] = ["451 4.3.0 temporary local problem"]
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    assert report.sent == 12 and report.deferred == 1
+    assert sorted(smtp_server.recipients()) == sorted(emails)
+
+
+def test_connection_dropped_mid_data_is_retried_on_a_new_connection(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=20)
+    smtp_server.faults.drop_mid_data = 3
+
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+
+    assert report.sent == 20 and report.deferred == 3 and report.failed == 0
+    # Cut bodies were not kept: everyone got exactly one copy.
+    assert sorted(smtp_server.recipients()) == sorted(emails)
+    dropped = [r for r in rows(engine, edition_id).values() if r.attempts == 2]
+    assert len(dropped) == 3
+
+
+def test_connection_dropped_after_data_may_duplicate_but_never_loses(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
+    smtp_server.faults.drop_on_data = 2
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    assert report.sent == 12 and report.deferred == 1
+    assert set(smtp_server.recipients()) == set(emails)
+
+
+def test_stalled_server_times_out_and_the_message_is_retried(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=6, smtp={"timeout": 0.3})
+    smtp_server.faults.stall_seconds = 1.0
+    smtp_server.faults.stall_count = 1
+
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+
+    assert report.sent == 6 and report.deferred == 1
+    assert any("timed out during DATA" in error for error in report.errors)
+    assert set(smtp_server.recipients()) == set(emails)
+    retried = [r for r in rows(engine, edition_id).values() if r.attempts == 2]
+    assert len(retried) == 1 and retried[0].state is DeliveryState.SENT
+
+
+def test_retries_back_off_exponentially_and_give_up(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    settings, engine, edition_id, emails = prepare(
+        tmp_path,
+        smtp_server,
+        count=3,
+        delivery={"retry_first": 0.05, "retry_max": 0.2, "give_up_after": 0.5},
+    )
+    smtp_server.faults.rcpt_replies[emails[1]] = "452 4.2.2 mailbox full"
+    assert [send.retry_delay(settings, n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.2, 0.2]
+
+    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+
+    row = rows(engine, edition_id)[emails[1]]
+    # Waits of 0.05 + 0.1 + 0.2 = 0.35 s; one more would pass 0.5 s, so the 4th attempt is the last.
+    assert row.state is DeliveryState.FAILED and row.attempts == 4
+    assert row.last_reply == "gave up after 4 attempts: 452 4.2.2 mailbox full"
+    assert report.sent == 2 and report.failed == 1 and report.deferred == 3
+    assert len(smtp_server.refusals) == 4
+
+
+def test_without_waiting_deferred_rows_are_left_for_later(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=4, delivery={"retry_first": 0.3})
+    smtp_server.faults.rcpt_replies_once[emails[0]] = ["451 4.7.1 greylisted"]
+
+    first = send.run_send(engine, settings, edition_id, worker="w")
+    assert first.sent == 3 and first.deferred == 1 and first.next_retry_at is not None
+    assert send.unsettled(engine, edition_id) == 1
+    # Not yet due: nothing happens.
+    assert send.retry_due(engine, settings).attempted == 0
+    import time
+
+    time.sleep(0.35)
+    later = send.retry_due(engine, settings)
+    assert later.sent == 1
+    assert send.unsettled(engine, edition_id) == 0

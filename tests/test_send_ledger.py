@@ -1,0 +1,293 @@
+"""The delivery ledger: freezing, sending, skipping, halting, the SQLite lock, recovery and bounces."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bulletin import send
+from bulletin.config import Settings
+from bulletin.db import make_engine, reading, transaction
+from bulletin.errors import Conflict
+from bulletin.migrate import upgrade
+from bulletin.models import (
+    Delivery,
+    DeliveryState,
+    Edition,
+    EditionStatus,
+    Lock,
+    Subscriber,
+    SubscriberEvent,
+    SubscriberStatus,
+    utcnow,
+)
+
+from .send_fixtures import add_subscribers, make_edition, make_settings
+from .smtp_server import RecordingSMTPServer
+
+REQUIRED_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Precedence",
+)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Settings, Engine]:
+    settings = make_settings(tmp_path, smtp_server)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return settings, engine
+
+
+def freeze(engine: Engine, settings: Settings, edition_id: int) -> int:
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        return send.freeze_recipients(session, settings, edition)
+
+
+def ledger(engine: Engine, edition_id: int) -> dict[str, Delivery]:
+    with reading(engine) as session:
+        rows = session.execute(
+            select(Subscriber.email, Delivery).join(Subscriber).where(Delivery.edition_id == edition_id)
+        ).all()
+        return {email: delivery for email, delivery in rows}
+
+
+def test_every_active_subscriber_gets_their_variant_once(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup
+    emails = add_subscribers(engine, 45)
+    edition_id = make_edition(engine, settings)
+    assert freeze(engine, settings, edition_id) == 45
+
+    report = send.run_send(engine, settings, edition_id, worker=send.worker_name("test"))
+
+    assert report.sent == 45 and report.failed == report.deferred == report.uncertain == 0
+    received = smtp_server.wait_for(45)
+    assert sorted(smtp_server.recipients()) == sorted(emails)
+    rows = ledger(engine, edition_id)
+    with reading(engine) as session:
+        people = {s.email: s for s in session.scalars(select(Subscriber))}
+    for message in received:
+        parsed = message.parse()
+        email = message.recipients[0]
+        for header in REQUIRED_HEADERS:
+            assert parsed[header], header
+        assert [d for part in parsed.walk() for d in part.defects] == []
+        row = rows[email]
+        assert row.state is DeliveryState.SENT and row.attempts == 1 and row.sent_at is not None
+        assert row.last_reply == "250 2.0.0 queued"
+        assert parsed["Message-ID"] == row.message_id
+        person = people[email]
+        topics = person.interests or "all topics"
+        assert parsed["Subject"].startswith(f"[{person.language}] Bulletin {edition_id} — {topics} ·")
+        assert parsed["Feedback-ID"].startswith(f"{edition_id}.{person.language}:")
+        assert "/unsubscribe/" in parsed["List-Unsubscribe"]
+
+
+def test_freeze_is_done_once_and_skips_empty_variants(setup: tuple[Settings, Engine]) -> None:
+    settings, engine = setup
+    add_subscribers(engine, 18)
+    edition_id = make_edition(engine, settings, empty=(("en", "youth"),))
+    assert freeze(engine, settings, edition_id) == 18
+    # Subscribers who join after the freeze are not added by a resumed send.
+    add_subscribers(engine, 5, start=100)
+    assert freeze(engine, settings, edition_id) == 0
+    rows = ledger(engine, edition_id)
+    assert len(rows) == 18
+    skipped = {email for email, row in rows.items() if row.state is DeliveryState.SKIPPED}
+    assert len(skipped) == 2
+    assert all(rows[email].last_reply == send.NO_NEWS_REASON for email in skipped)
+    with reading(engine) as session:
+        assert send.delivery_counts(session, edition_id) == {
+            "pending": 16,
+            "sending": 0,
+            "sent": 0,
+            "deferred": 0,
+            "failed": 0,
+            "skipped": 2,
+        }
+
+
+def test_subscriber_without_a_rendered_variant_is_reported(setup: tuple[Settings, Engine]) -> None:
+    settings, engine = setup
+    add_subscribers(engine, 6, languages=("fr", "en"), interests=("", "drugs"))
+    edition_id = make_edition(engine, settings, interests=("",))
+    assert freeze(engine, settings, edition_id) == 3
+    with reading(engine) as session:
+        summary = send.freeze_summary(session, edition_id)
+    assert summary is not None
+    assert summary["unmatched"] == {"fr|drugs": 2, "en|drugs": 1}
+
+
+def test_unsubscribed_after_freezing_is_skipped(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup
+    emails = add_subscribers(engine, 6)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+    with transaction(engine) as session:
+        person = session.scalars(select(Subscriber).where(Subscriber.email == emails[2])).one()
+        person.status = SubscriberStatus.UNSUBSCRIBED
+
+    report = send.run_send(engine, settings, edition_id, worker="w")
+
+    assert report.sent == 5 and report.skipped == 1
+    assert emails[2] not in smtp_server.recipients()
+    row = ledger(engine, edition_id)[emails[2]]
+    assert row.state is DeliveryState.SKIPPED
+    assert row.last_reply == "skipped: subscriber is unsubscribed (changed after the send started)"
+
+
+def test_paused_edition_stops_between_batches_and_resumes(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup
+    add_subscribers(engine, 30)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+
+    # A slow server, so that the pause lands while the send is under way.
+    smtp_server.faults.stall_seconds = 0.03
+    settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, connections=1))
+
+    def pause_when_some_arrived() -> None:
+        smtp_server.wait_for(3)
+        with transaction(engine) as session:
+            edition = session.get(Edition, edition_id)
+            assert edition is not None
+            edition.status = EditionStatus.PAUSED
+
+    pauser = threading.Thread(target=pause_when_some_arrived)
+    pauser.start()
+    report = send.run_send(engine, settings, edition_id, worker="w")
+    pauser.join()
+    assert report.halted
+    assert 0 < report.sent < 30
+    with reading(engine) as session:
+        counts = send.delivery_counts(session, edition_id)
+    assert counts["sending"] == 0
+    assert counts["sent"] == report.sent and counts["pending"] == 30 - report.sent
+
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        edition.status = EditionStatus.SENDING
+    smtp_server.faults.stall_seconds = 0
+    second = send.run_send(engine, settings, edition_id, worker="w")
+    assert report.sent + second.sent == 30
+    assert len(smtp_server.recipients()) == len(set(smtp_server.recipients())) == 30
+
+
+def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple[Settings, Engine]) -> None:
+    settings, engine = setup
+    add_subscribers(engine, 3)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = f"{socket.gethostname()}:{other.pid}:cli"
+        with transaction(engine) as session:
+            session.add(Lock(name=send.SENDER_LOCK, holder=holder, acquired_at=utcnow(), heartbeat_at=utcnow()))
+        with pytest.raises(Conflict, match=f"a send is in progress: {holder} has held the sender lock since"):
+            send.run_send(engine, settings, edition_id, worker="second")
+    finally:
+        other.kill()
+        other.wait()
+    # Once that process is gone its lock is taken over at once.
+    report = send.run_send(engine, settings, edition_id, worker="second")
+    assert report.sent == 3
+    with reading(engine) as session:
+        assert session.scalars(select(Lock)).all() == []
+
+
+def test_rows_left_sending_are_uncertain_and_sent_again(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup
+    emails = add_subscribers(engine, 8)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+    # A sender died after claiming two rows (one of them had reached the server).
+    with transaction(engine) as session:
+        for delivery in session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(2)):
+            delivery.state = DeliveryState.SENDING
+            delivery.claimed_by = "deadhost:1:cli"
+
+    report = send.run_send(engine, settings, edition_id, worker="w")
+
+    assert report.uncertain == 2 and report.sent == 8
+    assert sorted(report.uncertain_addresses) == sorted(emails[:2])
+    rows = ledger(engine, edition_id)
+    assert [rows[e].uncertain for e in emails] == [1, 1, 0, 0, 0, 0, 0, 0]
+    with reading(engine) as session:
+        status = send.delivery_status(session, edition_id)
+    assert status["uncertain_total"] == 2
+    assert {row["email"] for row in status["uncertain"]} == set(emails[:2])
+
+
+def test_permanent_failures_in_enough_editions_make_a_subscriber_bounced(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup  # bounce_after = 2
+    emails = add_subscribers(engine, 4)
+    smtp_server.faults.rcpt_replies[emails[1]] = "550 5.1.1 no such mailbox"
+    smtp_server.faults.data_replies_for[emails[2]] = ["554 5.7.1 content refused"]
+    for edition_number in range(2):
+        edition_id = make_edition(engine, settings)
+        freeze(engine, settings, edition_id)
+        report = send.run_send(engine, settings, edition_id, worker="w")
+        assert report.failed == (2 if edition_number == 0 else 1)
+        assert report.bounced == edition_number
+    with reading(engine) as session:
+        people = {s.email: s for s in session.scalars(select(Subscriber))}
+        events = session.scalars(
+            select(SubscriberEvent).where(SubscriberEvent.subscriber_id == people[emails[1]].id)
+        ).all()
+    assert people[emails[1]].status is SubscriberStatus.BOUNCED
+    assert people[emails[1]].hard_bounces == 2
+    # A content refusal is not the address's fault.
+    assert people[emails[2]].status is SubscriberStatus.ACTIVE and people[emails[2]].hard_bounces == 0
+    bounce = events[-1]
+    assert (bounce.old_status, bounce.new_status) == ("active", "bounced")
+    assert "550 5.1.1 no such mailbox" in (bounce.detail or "")
+    # The next edition leaves the bounced address out.
+    third = make_edition(engine, settings)
+    assert freeze(engine, settings, third) == 3
+
+
+def test_unreachable_server_stops_the_send_and_leaves_rows_untouched(
+    tmp_path: Path,
+) -> None:
+    from bulletin.errors import BulletinError
+
+    from .smtp_server import free_port
+
+    settings = make_settings(tmp_path, None, smtp={"port": free_port()})
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    add_subscribers(engine, 5)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+    with pytest.raises(BulletinError, match=r"SMTP server unreachable: cannot connect to 127\.0\.0\.1"):
+        send.run_send(engine, settings, edition_id, worker="w")
+    rows = ledger(engine, edition_id)
+    assert {row.state for row in rows.values()} == {DeliveryState.PENDING}
+    assert {row.attempts for row in rows.values()} == {0}

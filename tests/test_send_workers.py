@@ -1,0 +1,91 @@
+"""Several ``bulletin worker`` processes on PostgreSQL share an edition and send each message once."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bulletin.db import make_engine, reading, transaction
+from bulletin.migrate import upgrade
+from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, Subscriber
+
+from .send_fixtures import add_subscribers, fast_settings, make_edition, make_settings, write_config
+from .smtp_server import RecordingSMTPServer
+
+SUBSCRIBERS = 600
+
+
+@pytest.mark.postgres
+def test_three_workers_send_each_message_exactly_once(
+    tmp_path: Path, smtp_server: RecordingSMTPServer, postgres_url: str
+) -> None:
+    from bulletin import send
+
+    # 250 a second per worker, so one worker alone would need more than two seconds.
+    data = fast_settings(
+        tmp_path,
+        smtp_server,
+        database_url=postgres_url,
+        smtp={"messages_per_second": 250.0},
+        delivery={"batch_size": 25},
+    )
+    config = write_config(tmp_path / "bulletin.toml", data)
+    settings = make_settings(tmp_path, smtp_server, database_url=postgres_url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    emails = add_subscribers(engine, SUBSCRIBERS)
+    edition_id = make_edition(engine, settings)
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        send.freeze_recipients(session, settings, edition)
+        # A worker that died mid-send on another machine left five rows claimed.
+        ghost_rows = session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(5)).all()
+        for row in ghost_rows:
+            row.state = DeliveryState.SENDING
+            row.claimed_by = "otherhost:4242:worker"
+        ghost_ids = {row.id for row in ghost_rows}
+
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bulletin", "--config", str(config), "worker", "--once", "--poll", "0.1"]
+            + ["--name", f"w{n}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        for n in range(3)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+
+    received = Counter(smtp_server.recipients())
+    assert set(received) == set(emails)
+    assert max(received.values()) == 1, [email for email, count in received.items() if count > 1]
+    per_worker = [int(re.search(r"^worker \S+: (\d+) sent", out, re.M).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
+    print(outputs)
+    assert sum(per_worker) == SUBSCRIBERS
+    assert sum(1 for count in per_worker if count > 0) >= 2, per_worker
+    with reading(engine) as session:
+        states = Counter(session.scalars(select(Delivery.state).where(Delivery.edition_id == edition_id)))
+        uncertain = set(
+            session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id, Delivery.uncertain == 1))
+        )
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        assert edition.status is EditionStatus.SENT
+        senders = session.scalars(select(Subscriber.email)).all()
+    assert states == {DeliveryState.SENT: SUBSCRIBERS}
+    # The dead worker's rows were recovered, counted uncertain and sent.
+    assert uncertain == ghost_ids
+    assert len(senders) == SUBSCRIBERS
+    engine.dispose()

@@ -1,0 +1,403 @@
+"""The edition lifecycle: every move logged, illegal ones refused, approval locked to the content."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from bulletin import compose, editions, workflow
+from bulletin.config import Settings
+from bulletin.db import transaction
+from bulletin.errors import Conflict, InvalidInput
+from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, utcnow
+from bulletin.news.ingest import ingest_sources
+from bulletin.scheduling import tick
+
+from .smtp_server import RecordingSMTPServer
+from .workflow_fixtures import (
+    PERIOD_END,
+    PERIOD_START,
+    add_news,
+    add_subscriber,
+    history,
+    make_settings,
+    migrated,
+    seed,
+)
+
+S = EditionStatus
+
+
+@pytest.fixture
+def world(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Settings, Engine, dict[str, int]]:
+    settings = make_settings(tmp_path, smtp_server)
+    engine = migrated(settings)
+    return settings, engine, seed(engine, settings)
+
+
+def _status(engine: Engine, edition_id: int) -> EditionStatus:
+    with transaction(engine) as session:
+        return workflow.get_edition(session, edition_id).status
+
+
+def _approve(engine: Engine, settings: Settings, edition_id: int, approver: str = "ana") -> Approval:
+    with transaction(engine) as session:
+        if workflow.get_edition(session, edition_id).status is S.DRAFT:
+            workflow.submit(session, edition_id, "marie")
+        return workflow.approve(session, settings, edition_id, approver)
+
+
+def _deliveries(engine: Engine, edition_id: int) -> int:
+    with transaction(engine) as session:
+        return int(session.scalar(select(func.count(Delivery.id)).where(Delivery.edition_id == edition_id)) or 0)
+
+
+def test_an_edition_goes_from_draft_to_sent_through_approval_and_every_move_is_logged(
+    database_url: str, tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server, database_url=database_url)
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    _approve(engine, settings, edition_id)
+    send_at = utcnow() + timedelta(hours=1)
+    with transaction(engine) as session:
+        workflow.schedule(session, settings, edition_id, send_at, "ana")
+
+    # Before the send time nothing happens; after it, one tick sends the edition, later ticks do nothing.
+    assert tick(engine, settings, worker="test").started == []
+    assert smtp_server.messages == []
+    report = tick(engine, settings, worker="test", now=send_at + timedelta(seconds=1))
+    assert report.sent == [edition_id]
+    tick(engine, settings, worker="test", now=send_at + timedelta(minutes=5))
+
+    assert sorted(smtp_server.recipients()) == sorted(
+        ["ana@example.org", "marie@example.org", "paul@example.org", "john@example.org", "lee@example.org"]
+    )
+    assert history(engine, edition_id) == [
+        ("draft", "review", "marie"),
+        ("review", "approved", "ana"),
+        ("approved", "scheduled", "ana"),
+        ("scheduled", "sending", "scheduler"),
+        ("sending", "sent", "scheduler"),
+    ]
+    with transaction(engine) as session:
+        sent = workflow.get_edition(session, edition_id)
+        assert sent.sent_at is not None and sent.send_started_at is not None
+    engine.dispose()
+
+
+def test_approval_is_refused_before_review_and_needs_distinct_approvers(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    with transaction(engine) as session, pytest.raises(Conflict, match="submit it for review first"):
+        workflow.approve(session, settings, edition_id, "ana")
+    with transaction(engine) as session:
+        workflow.submit(session, edition_id, "marie")
+        workflow.approve(session, settings, edition_id, "ana")
+    assert _status(engine, edition_id) is S.REVIEW
+    with transaction(engine) as session, pytest.raises(Conflict, match="ANA has already approved"):
+        workflow.approve(session, settings, edition_id, "ANA")
+    with transaction(engine) as session, pytest.raises(Conflict, match="1 of the 2 approvals"):
+        workflow.check_approval(session, settings, workflow.get_edition(session, edition_id))
+    with transaction(engine) as session:
+        workflow.approve(session, settings, edition_id, "ben")
+    assert _status(engine, edition_id) is S.APPROVED
+    with transaction(engine) as session:
+        approvals = workflow.valid_approvals(session, edition_id)
+        stored = compose.stored_variants(session, workflow.get_edition(session, edition_id))
+    assert [a.approver for a in approvals] == ["ana", "ben"]
+    # Each approval names every variant with the hash of its stored rendering.
+    expected = {compose.variant_key(lang, interests): row.content_hash for (lang, interests), row in stored.items()}
+    assert approvals[0].variant_hashes == expected == approvals[1].variant_hashes
+    assert set(expected) == {"fr|", "fr|youth", "en|", "en|cities,youth", "es|"}
+
+
+def test_approval_is_refused_while_a_variant_breaks_the_checks(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server, compose={"max_html_bytes": 2000})
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    with transaction(engine) as session:
+        workflow.submit(session, edition_id, "marie")
+    with transaction(engine) as session, pytest.raises(Conflict, match=r"cannot be approved: fr\|"):
+        workflow.approve(session, settings, edition_id, "ana")
+    assert _status(engine, edition_id) is S.REVIEW
+    with transaction(engine) as session:
+        assert workflow.approvals_of(session, edition_id) == []
+
+
+@pytest.mark.parametrize(
+    ("start", "action", "message"),
+    [
+        ("draft", "schedule", "edition {id} is draft: it cannot be scheduled (submit it for review first"),
+        ("review", "schedule", "edition {id} is review: it cannot be scheduled (it needs approval first"),
+        ("review", "start", "edition {id} is review: it cannot start sending (it needs approval first"),
+        ("review", "submit", "edition {id} is review: it cannot go to review"),
+        ("approved", "pause", "edition {id} is approved: it cannot be paused (only a scheduled or sending"),
+        ("approved", "resume", "edition {id} is approved: only a paused edition can be resumed"),
+        ("approved", "approve", "edition {id} is already approved"),
+        ("cancelled", "submit", "edition {id} is cancelled: it cannot go to review (it was cancelled)"),
+        ("cancelled", "cancel", "edition {id} is cancelled: it cannot be cancelled (it was cancelled)"),
+        ("sent", "cancel", "edition {id} is sent: it cannot be cancelled (it has been sent)"),
+        ("sent", "pause", "edition {id} is sent: it cannot be paused (it has been sent)"),
+    ],
+)
+def test_illegal_moves_are_refused_and_change_nothing(
+    world: tuple[Settings, Engine, dict[str, int]], start: str, action: str, message: str
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    if start in ("review", "approved", "sent"):
+        with transaction(engine) as session:
+            workflow.submit(session, edition_id, "marie")
+    if start in ("approved", "sent"):
+        _approve(engine, settings, edition_id)
+    if start == "sent":
+        outcome = workflow.send_edition(engine, settings, edition_id, actor="test", worker="test")
+        assert outcome.status is S.SENT
+    if start == "cancelled":
+        with transaction(engine) as session:
+            workflow.cancel(session, edition_id, "marie")
+    before = history(engine, edition_id)
+    actions = {
+        "schedule": lambda s: workflow.schedule(s, settings, edition_id, utcnow() + timedelta(days=1), "x"),
+        "start": lambda s: workflow.start_sending(s, settings, edition_id, "x"),
+        "submit": lambda s: workflow.submit(s, edition_id, "x"),
+        "pause": lambda s: workflow.pause(s, edition_id, "x"),
+        "resume": lambda s: workflow.resume(s, edition_id, "x"),
+        "approve": lambda s: workflow.approve(s, settings, edition_id, "zoe"),
+        "cancel": lambda s: workflow.cancel(s, edition_id, "x"),
+    }
+    with pytest.raises(Conflict) as refused, transaction(engine) as session:
+        actions[action](session)
+    assert str(refused.value).startswith(message.format(id=edition_id))
+    assert "\n" not in str(refused.value)
+    assert history(engine, edition_id) == before
+
+
+def _ingested_world(tmp_path: Path, settings: Settings, engine: Engine) -> tuple[int, Path]:
+    folder = tmp_path / "news"
+    folder.mkdir()
+    page = folder / "safety.md"
+    page.write_text(
+        "---\ntitle: Safer streets for everyone\ndate: 2026-11-15\nlang: en\ntopics: [cities]\n---\n\n"
+        "The city opened three new community centres.\n",
+        encoding="utf-8",
+    )
+    report = ingest_sources(engine, settings, [str(folder)])
+    assert report.added == 1
+    with transaction(engine) as session:
+        add_subscriber(session, "john@example.org", "en")
+        add_subscriber(session, "marie@example.org", "fr")
+        edition = editions.create_edition(session, settings, since=PERIOD_START, until=PERIOD_END, actor="test")
+        return edition.id, page
+
+
+def test_a_news_item_changed_by_reingest_voids_the_approval(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    settings = make_settings(tmp_path, smtp_server)
+    engine = migrated(settings)
+    edition_id, page = _ingested_world(tmp_path, settings, engine)
+    _approve(engine, settings, edition_id)
+    # Ingesting the same file again changes nothing, so the approval holds.
+    ingest_sources(engine, settings, [str(page)])
+    with transaction(engine) as session:
+        assert workflow.refresh_approval(session, settings, workflow.get_edition(session, edition_id), full=False) == []
+    page.write_text(page.read_text(encoding="utf-8").replace("three", "four"), encoding="utf-8")
+    assert ingest_sources(engine, settings, [str(page)]).updated == 1
+
+    # The quick check of the scheduler's tick notices the re-ingested item without being told.
+    report = tick(engine, settings, worker="test")
+    assert report.voided == [edition_id]
+    assert _status(engine, edition_id) is S.REVIEW
+    with transaction(engine) as session:
+        (approval,) = workflow.approvals_of(session, edition_id)
+    assert approval.voided_at is not None
+    assert "re-ingested" in (approval.void_reason or "")
+    assert history(engine, edition_id)[-1] == ("approved", "review", "scheduler")
+
+
+VOIDING_CHANGES = ["move", "exclude", "include", "template", "config", "new-variant", "rerender"]
+
+
+@pytest.mark.parametrize("change", VOIDING_CHANGES)
+def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
+    world: tuple[Settings, Engine, dict[str, int]],
+    tmp_path: Path,
+    smtp_server: RecordingSMTPServer,
+    change: str,
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    _approve(engine, settings, edition_id)
+    with transaction(engine) as session:
+        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(minutes=5), "ana")
+
+    used = settings
+    with transaction(engine) as session:
+        if change == "move":
+            editions.move_item(session, edition_id, ids["cyber-en"], 3, settings=settings)
+        elif change == "exclude":
+            editions.exclude_item(session, edition_id, ids["cities-fr"], settings=settings)
+        elif change == "include":
+            late = add_news(session, "A late story", "fr", "youth", days=1)
+            editions.include_item(session, edition_id, late, settings=settings)
+        elif change == "new-variant":
+            add_subscriber(session, "rosa@example.org", "es", "drugs")
+        elif change == "rerender":
+            # Someone re-renders and stores the variants after a config change (edition render).
+            other = make_settings(tmp_path, smtp_server, organisation={"name": "Another Centre"})
+            compose.render_edition(session, other, workflow.get_edition(session, edition_id))
+    if change == "template":
+        templates = tmp_path / "templates"
+        shutil.copytree(compose.shipped_templates_dir(), templates)
+        text_template = templates / "email" / "bulletin.txt.j2"
+        text_template.write_text(text_template.read_text(encoding="utf-8") + "\nPrinted on recycled electrons.\n")
+        used = make_settings(tmp_path, smtp_server, compose={"templates_dir": str(templates)})
+    elif change == "config":
+        used = make_settings(tmp_path, smtp_server, organisation={"name": "Centre renamed"})
+
+    outcome = workflow.send_edition(engine, used, edition_id, actor="scheduler", worker="test")
+    assert not outcome.started
+    assert outcome.refused and outcome.refused.startswith("approval void: ")
+    assert _status(engine, edition_id) is S.REVIEW
+    assert _deliveries(engine, edition_id) == 0
+    assert smtp_server.messages == []
+    with transaction(engine) as session:
+        assert workflow.valid_approvals(session, edition_id) == []
+        with pytest.raises(Conflict, match="cannot start sending"):
+            workflow.start_sending(session, used, edition_id, "x")
+    assert history(engine, edition_id)[-1][:2] == ("scheduled", "review")
+
+    # Approved again, it goes out with the new content.
+    with transaction(engine) as session:
+        workflow.approve(session, used, edition_id, "ben")
+    assert workflow.send_edition(engine, used, edition_id, actor="test", worker="test").status is S.SENT
+
+
+def test_changes_that_leave_every_variant_alone_keep_the_approval(
+    world: tuple[Settings, Engine, dict[str, int]], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    _approve(engine, settings, edition_id)
+    with transaction(engine) as session:
+        # A new subscriber of an existing variant, and a news item outside the edition.
+        add_subscriber(session, "zoe@example.org", "fr", "")
+        add_news(session, "Next month's story", "fr", "youth", days=-5)
+    with transaction(engine) as session:
+        assert workflow.approval_problems(session, settings, workflow.get_edition(session, edition_id)) == []
+    outcome = workflow.send_edition(engine, settings, edition_id, actor="test", worker="test")
+    assert outcome.status is S.SENT
+    assert "zoe@example.org" in smtp_server.recipients()
+
+
+def test_a_variant_with_no_items_is_approved_but_an_edition_with_none_is_not(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server)
+    engine = migrated(settings)
+    with transaction(engine) as session:
+        add_subscriber(session, "ana@example.org", "es", "drugs")
+        item = add_news(session, "Seguridad en los barrios", "es", "cities")
+        edition = editions.create_edition(session, settings, since=PERIOD_START, until=PERIOD_END)
+        workflow.submit(session, edition.id, "marie")
+        edition_id = edition.id
+    with transaction(engine) as session, pytest.raises(Conflict, match="has no news items"):
+        workflow.approve(session, settings, edition_id, "ana")
+    with transaction(engine) as session:
+        assert session.get(NewsItem, item) is not None
+
+
+def test_pause_holds_a_scheduled_edition_and_resume_lets_it_go(
+    world: tuple[Settings, Engine, dict[str, int]], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    _approve(engine, settings, edition_id)
+    send_at = utcnow() + timedelta(minutes=10)
+    with transaction(engine) as session:
+        workflow.schedule(session, settings, edition_id, send_at, "ana")
+        workflow.pause(session, edition_id, "marie", "typo in a subject")
+    late = send_at + timedelta(minutes=1)
+    assert tick(engine, settings, worker="test", now=late).started == []
+    assert smtp_server.messages == []
+    with transaction(engine) as session:
+        assert workflow.resume(session, edition_id, "marie").status is S.SCHEDULED
+    assert tick(engine, settings, worker="test", now=late).sent == [edition_id]
+    assert len(smtp_server.messages) == 5
+
+
+def test_pause_stops_a_send_between_batches_and_resume_continues_it(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server, delivery={"batch_size": 2})
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    _approve(engine, settings, edition_id)
+    from bulletin import send
+
+    with transaction(engine) as session:
+        edition = workflow.start_sending(session, settings, edition_id, "ana")
+        send.freeze_recipients(session, settings, edition)
+        workflow.pause(session, edition_id, "marie")
+    report = send.run_send(engine, settings, edition_id, worker="test")
+    assert report.halted and report.sent == 0
+    with transaction(engine) as session:
+        assert workflow.is_halted(session, edition_id)
+        assert workflow.resume(session, edition_id, "marie").status is S.SENDING
+    tick(engine, settings, worker="test")
+    assert _status(engine, edition_id) is S.SENT
+    assert len(smtp_server.messages) == 5
+    assert [row[:2] for row in history(engine, edition_id)][-3:] == [
+        ("sending", "paused"),
+        ("paused", "sending"),
+        ("sending", "sent"),
+    ]
+
+
+def test_a_cancelled_edition_is_never_sent(
+    world: tuple[Settings, Engine, dict[str, int]], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    _approve(engine, settings, edition_id)
+    send_at = utcnow() + timedelta(minutes=1)
+    with transaction(engine) as session:
+        workflow.schedule(session, settings, edition_id, send_at, "ana")
+        workflow.cancel(session, edition_id, "marie", "replaced")
+    assert tick(engine, settings, worker="test", now=send_at + timedelta(hours=1)).started == []
+    assert smtp_server.messages == []
+    assert history(engine, edition_id)[-1] == ("scheduled", "cancelled", "marie")
+
+
+def _second_sunday_of_march(year: int) -> datetime:
+    day = datetime(year, 3, 8)
+    return day + timedelta(days=(6 - day.weekday()) % 7)
+
+
+def test_send_times_are_read_in_the_configured_time_zone(world: tuple[Settings, Engine, dict[str, int]]) -> None:
+    settings, engine, ids = world
+    year = utcnow().year + 1
+    assert workflow.parse_send_time(f"{year}-12-01 09:00", "America/Toronto") == datetime(
+        year, 12, 1, 14, 0, tzinfo=UTC
+    )
+    assert workflow.parse_send_time(f"{year}-07-01 09:00", "America/Toronto") == datetime(year, 7, 1, 13, 0, tzinfo=UTC)
+    assert workflow.parse_send_time(f"{year}-12-01T09:00+01:00", "America/Toronto") == datetime(
+        year, 12, 1, 8, 0, tzinfo=UTC
+    )
+    gap = _second_sunday_of_march(year).strftime("%Y-%m-%d") + " 02:30"
+    with pytest.raises(InvalidInput, match="does not exist in America/Toronto"):
+        workflow.parse_send_time(gap, "America/Toronto")
+    with pytest.raises(InvalidInput, match="expected a date and time"):
+        workflow.parse_send_time("next tuesday", "America/Toronto")
+    _approve(engine, settings, ids["edition"])
+    with transaction(engine) as session, pytest.raises(InvalidInput, match="is in the past"):
+        workflow.schedule(session, settings, ids["edition"], "2020-01-01 09:00", "ana")

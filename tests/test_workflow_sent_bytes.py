@@ -1,0 +1,79 @@
+"""What the SMTP server receives is the approved rendering, byte for byte, but for the per-recipient values."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bulletin import compose, placeholders, workflow
+from bulletin.db import transaction
+from bulletin.links import subscriber_url
+from bulletin.models import EditionVariant, Subscriber
+
+from .smtp_server import RecordingSMTPServer
+from .workflow_fixtures import make_settings, migrated, seed
+
+
+def _unfill(body: str, *, name: str | None, unsubscribe: str, preferences: str, as_html: bool) -> str:
+    """Put the placeholders back where the sender filled in one recipient's values."""
+    escape = (lambda value: html.escape(value, quote=True)) if as_html else (lambda value: value)
+    body = body.replace(escape(unsubscribe), placeholders.UNSUBSCRIBE_URL)
+    body = body.replace(escape(preferences), placeholders.PREFERENCES_URL)
+    if name:
+        body = body.replace(escape(" " + name), placeholders.NAME)
+    return body
+
+
+def test_each_message_received_is_the_approved_variant_with_only_the_recipient_values_filled(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server)
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    with transaction(engine) as session:
+        workflow.submit(session, edition_id, "marie")
+        approval = workflow.approve(session, settings, edition_id, "ana")
+        approved = {
+            compose.variant_key(v.language, v.interests): (v.subject, v.html, v.text)
+            for v in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id))
+        }
+        people = {s.email: s for s in session.scalars(select(Subscriber))}
+    # The stored rendering is the one approved: its hashes are the approval's.
+    assert {key: compose.content_hash(*parts) for key, parts in approved.items()} == approval.variant_hashes
+
+    outcome = workflow.send_edition(engine, settings, edition_id, actor="test", worker="test")
+    assert outcome.status is workflow.S.SENT
+    received = smtp_server.wait_for(len(people))
+    assert len(received) == len(people)
+
+    for message in received:
+        (address,) = message.recipients
+        person = people[address]
+        key = compose.variant_key(*compose.subscriber_variant(settings, person.language, person.interests))
+        subject, approved_html, approved_text = approved[key]
+        parsed = message.parse()
+        assert parsed["Subject"] == subject
+        text_part = parsed.get_body(("plain",))
+        html_part = parsed.get_body(("html",))
+        assert text_part is not None and html_part is not None
+        values = {
+            "name": person.name,
+            "unsubscribe": subscriber_url(settings, "unsubscribe", person.id, person.email),
+            "preferences": subscriber_url(settings, "preferences", person.id, person.email),
+        }
+        # Text travels with CRLF line ends (MIME canonical form); stored renderings use LF.
+        sent_text = text_part.get_content().replace("\r\n", "\n")
+        sent_html = html_part.get_content().replace("\r\n", "\n")
+        # The recipient's own values are in the message...
+        assert values["unsubscribe"] in sent_text
+        if person.name:
+            assert person.name in sent_text
+        # ...and, put back as placeholders, what remains is exactly what was approved.
+        assert _unfill(sent_text, as_html=False, **values) == approved_text
+        assert _unfill(sent_html, as_html=True, **values) == approved_html
+        assert compose.content_hash(
+            subject, _unfill(sent_html, as_html=True, **values), _unfill(sent_text, as_html=False, **values)
+        ) == approval.variant_hashes[key]
+    engine.dispose()

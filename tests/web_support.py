@@ -1,0 +1,268 @@
+"""Helpers shared by the web and staff tests: an app on a real SQLite file, subscribers, staff, editions."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+with warnings.catch_warnings():
+    # Starlette suggests another HTTP client package for its test client; httpx is the one installed.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from bulletin.config import Settings, settings_from_dict
+from bulletin.db import make_engine, reading, transaction
+from bulletin.migrate import upgrade
+from bulletin.models import NewsItem, StaffRole, Subscriber, SubscriberStatus, utcnow
+from bulletin.staff import add_staff
+from bulletin.web import create_app
+
+from .smtp_server import RecordingSMTPServer, free_port
+
+PASSWORD = "correct horse battery"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class WebEnv:
+    """Settings, a migrated database and an in-process client of the web app."""
+
+    settings: Settings
+    engine: Engine
+    client: TestClient
+    smtp: RecordingSMTPServer
+
+
+def make_env(tmp_path: Path, recorder: RecordingSMTPServer, **extra: Any) -> WebEnv:
+    settings = web_settings(tmp_path, smtp_port=recorder.port, **extra)
+    engine = migrated_engine(settings)
+    return WebEnv(settings, engine, client_for(settings, engine), recorder)
+
+
+def web_settings(tmp_path: Path, *, base_url: str = "http://testserver", smtp_port: int = 25, **extra: Any) -> Settings:
+    data: dict[str, Any] = {
+        "database": {"url": f"sqlite:///{tmp_path / 'web.db'}"},
+        "web": {"base_url": base_url, **extra.pop("web", {})},
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "timeout": 5.0},
+        "organisation": {"list_name": "Prevention News"},
+        **extra,
+    }
+    return settings_from_dict(data, tmp_path)
+
+
+def migrated_engine(settings: Settings) -> Engine:
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return engine
+
+
+def client_for(settings: Settings, engine: Engine) -> TestClient:
+    return TestClient(create_app(settings, engine), base_url=settings.web.base_url, follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+def add_subscriber_row(
+    engine: Engine,
+    email: str,
+    *,
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    language: str = "fr",
+    interests: str = "",
+    name: str | None = None,
+) -> int:
+    with transaction(engine) as session:
+        now = utcnow()
+        subscriber = Subscriber(
+            email=email,
+            email_key=email.lower(),
+            name=name,
+            language=language,
+            interests=interests,
+            status=status,
+            consent_source="test",
+            consent_at=now,
+            confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
+        )
+        session.add(subscriber)
+        session.flush()
+        return subscriber.id
+
+
+def subscriber_state(engine: Engine, email: str) -> Subscriber | None:
+    with reading(engine) as session:
+        from bulletin.subscribers import find_subscriber
+
+        subscriber = find_subscriber(session, email)
+        if subscriber is not None:
+            session.expunge(subscriber)
+        return subscriber
+
+
+def add_staff_member(engine: Engine, name: str, role: StaffRole, *, email: str | None = None) -> None:
+    with transaction(engine) as session:
+        add_staff(session, name, role=role, password=PASSWORD, email=email)
+
+
+def log_in(client: TestClient, name: str, password: str = PASSWORD) -> Any:
+    page = client.get("/staff/login")
+    return client.post(
+        "/staff/login",
+        data={"name": name, "password": password, "csrf_token": csrf_of(page.text), "next": "/staff/"},
+    )
+
+
+def staff_csrf(client: TestClient, path: str = "/staff/") -> str:
+    return csrf_of(client.get(path).text)
+
+
+def add_news(engine: Engine, *, days_ago: float = 1.0) -> list[int]:
+    """Two stories in French and English and one in Spanish only, published recently."""
+    published = utcnow() - timedelta(days=days_ago)
+    stories = [
+        ("quartiers", "fr", "Des quartiers plus sûrs grâce aux habitants", "cities", "Une ville mise sur ses voisins."),
+        ("quartiers", "en", "Safer neighbourhoods thanks to residents", "cities", "A city relies on its neighbours."),
+        ("ecoles", "fr", "Prévenir le harcèlement à l'école", "youth", "Un programme pour les élèves."),
+        ("ecoles", "en", "Preventing bullying at school", "youth", "A programme for pupils."),
+        ("informe", "es", "Nuevo informe sobre delitos en línea", "cybercrime", "Un estudio sobre internet."),
+    ]
+    ids = []
+    with transaction(engine) as session:
+        for index, (key, language, title, topics, text) in enumerate(stories):
+            item = NewsItem(
+                title=title,
+                body=[{"type": "paragraph", "text": text}],
+                summary=text,
+                link=f"https://www.example.org/{language}/{key}",
+                language=language,
+                published_at=published - timedelta(minutes=index),
+                topics=topics,
+                translation_key=key,
+                source=f"test:{key}:{language}",
+                source_kind="test",
+                source_id=f"{key}-{language}",
+                content_hash=f"{index:064d}",
+            )
+            session.add(item)
+            session.flush()
+            ids.append(item.id)
+    return ids
+
+
+def make_edition(engine: Engine, settings: Settings, *, render: bool = True, submit: bool = True) -> int:
+    """A draft edition of the recent news, rendered and in review."""
+    from bulletin import compose, editions, workflow
+
+    with transaction(engine) as session:
+        edition = editions.create_edition(
+            session, settings, since=utcnow() - timedelta(days=30), until=utcnow(), actor="test"
+        )
+        if render:
+            compose.render_edition(session, settings, edition)
+        if submit:
+            workflow.submit(session, edition.id, "test")
+        return edition.id
+
+
+class ServerThread:
+    """The web app served by uvicorn on a free loopback port, in a thread, for the browser tests."""
+
+    def __init__(self, settings: Settings, engine: Engine, port: int) -> None:
+        import uvicorn
+
+        self.port = port
+        config = uvicorn.Config(
+            create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the web server did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def served(settings_factory: Any, engine_holder: dict[str, Any]) -> Iterator[str]:
+    """Run the app on a free port; yields its base URL."""
+    port = free_port()
+    settings = settings_factory(f"http://127.0.0.1:{port}")
+    engine = migrated_engine(settings)
+    engine_holder["settings"] = settings
+    engine_holder["engine"] = engine
+    server = ServerThread(settings, engine, port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        engine.dispose()
+
+
+def received_links(server: RecordingSMTPServer, index: int = -1) -> list[str]:
+    """The http(s) links in the text part of a received message."""
+    message = server.messages[index].parse()
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    return re.findall(r"https?://\S+", body.get_content())
+
+
+def expired_moment(days: int = 8) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> str:
+    """A confirmation token signed ``age_seconds`` ago, with the key the tests use."""
+    import os
+
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    from bulletin.links import email_digest
+
+    class PastSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - age_seconds
+
+    serializer = URLSafeTimedSerializer(
+        os.environ["BULLETIN_SECRET_KEY"], salt="bulletin-confirm", signer=PastSigner
+    )
+    return str(serializer.dumps([subscriber_id, email_digest(email)]))
+
+
+def token_of(settings: Settings, purpose: str, subscriber_id: int, email: str) -> str:
+    from bulletin.links import make_token
+
+    return make_token(settings.secret_key, purpose, subscriber_id, email)  # type: ignore[arg-type]
+
+
+def tampered(token: str) -> str:
+    """The token with one character of its payload changed."""
+    index = 3
+    replacement = "A" if token[index] != "A" else "B"
+    return token[:index] + replacement + token[index + 1 :]
