@@ -14,12 +14,13 @@ from sqlalchemy import select
 
 from bulletin.db import make_engine, reading, transaction
 from bulletin.migrate import upgrade
-from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, Subscriber
+from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus
 
 from .send_fixtures import add_subscribers, fast_settings, make_edition, make_settings, write_config
 from .smtp_server import RecordingSMTPServer
 
 SUBSCRIBERS = 600
+BULLETIN = (sys.executable, "-m", "bulletin")
 
 
 @pytest.mark.postgres
@@ -55,8 +56,7 @@ def test_three_workers_send_each_message_exactly_once(
 
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "bulletin", "--config", str(config), "worker", "--once", "--poll", "0.1"]
-            + ["--name", f"w{n}"],
+            [*BULLETIN, "--config", str(config), "worker", "--once", "--poll", "0.1", "--name", f"w{n}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -72,7 +72,6 @@ def test_three_workers_send_each_message_exactly_once(
     assert set(received) == set(emails)
     assert max(received.values()) == 1, [email for email, count in received.items() if count > 1]
     per_worker = [int(re.search(r"^worker \S+: (\d+) sent", out, re.M).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
-    print(outputs)
     assert sum(per_worker) == SUBSCRIBERS
     assert sum(1 for count in per_worker if count > 0) >= 2, per_worker
     with reading(engine) as session:
@@ -83,9 +82,7 @@ def test_three_workers_send_each_message_exactly_once(
         edition = session.get(Edition, edition_id)
         assert edition is not None
         assert edition.status is EditionStatus.SENT
-        senders = session.scalars(select(Subscriber.email)).all()
     assert states == {DeliveryState.SENT: SUBSCRIBERS}
     # The dead worker's rows were recovered, counted uncertain and sent.
     assert uncertain == ghost_ids
-    assert len(senders) == SUBSCRIBERS
     engine.dispose()

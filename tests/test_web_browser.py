@@ -234,7 +234,7 @@ def test_staff_login_preview_grid_and_approve(page: Any, live: Live) -> None:
     # The first frame (English, youth) shows the rendered email with its youth story.
     page.locator("iframe.w600").first.scroll_into_view_if_needed()
     frame = page.frame_locator("iframe.w600").first
-    frame.get_by_text("Preventing bullying at school").first.wait_for(timeout=10_000)
+    frame.get_by_text("Preventing bullying at school").filter(visible=True).first.wait_for(timeout=10_000)
     assert frame.get_by_text("Safer neighbourhoods thanks to residents").count() == 0
     shoot(page, "staff-edition")
 

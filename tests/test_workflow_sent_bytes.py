@@ -16,14 +16,14 @@ from .smtp_server import RecordingSMTPServer
 from .workflow_fixtures import make_settings, migrated, seed
 
 
-def _unfill(body: str, *, name: str | None, unsubscribe: str, preferences: str, as_html: bool) -> str:
-    """Put the placeholders back where the sender filled in one recipient's values."""
+def _fill(body: str, *, name: str | None, unsubscribe: str, preferences: str, as_html: bool) -> str:
+    """The approved body with one recipient's values in place of the placeholders."""
     escape = (lambda value: html.escape(value, quote=True)) if as_html else (lambda value: value)
-    body = body.replace(escape(unsubscribe), placeholders.UNSUBSCRIBE_URL)
-    body = body.replace(escape(preferences), placeholders.PREFERENCES_URL)
-    if name:
-        body = body.replace(escape(" " + name), placeholders.NAME)
-    return body
+    return (
+        body.replace(placeholders.NAME, escape(" " + name) if name else "")
+        .replace(placeholders.UNSUBSCRIBE_URL, escape(unsubscribe))
+        .replace(placeholders.PREFERENCES_URL, escape(preferences))
+    )
 
 
 def test_each_message_received_is_the_approved_variant_with_only_the_recipient_values_filled(
@@ -66,14 +66,15 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
         # Text travels with CRLF line ends (MIME canonical form); stored renderings use LF.
         sent_text = text_part.get_content().replace("\r\n", "\n")
         sent_html = html_part.get_content().replace("\r\n", "\n")
+        if not approved_html.endswith("\n"):
+            # A MIME part ends with a line break before the next boundary; it is not content.
+            sent_html = sent_html.removesuffix("\n")
         # The recipient's own values are in the message...
         assert values["unsubscribe"] in sent_text
         if person.name:
             assert person.name in sent_text
-        # ...and, put back as placeholders, what remains is exactly what was approved.
-        assert _unfill(sent_text, as_html=False, **values) == approved_text
-        assert _unfill(sent_html, as_html=True, **values) == approved_html
-        assert compose.content_hash(
-            subject, _unfill(sent_html, as_html=True, **values), _unfill(sent_text, as_html=False, **values)
-        ) == approval.variant_hashes[key]
+        # ...and apart from them, what was sent is exactly what was approved.
+        assert sent_text == _fill(approved_text, as_html=False, **values)
+        assert sent_html == _fill(approved_html, as_html=True, **values)
+        assert placeholders.NAME not in sent_html + sent_text
     engine.dispose()

@@ -142,3 +142,26 @@ def delivery_states(engine: Engine, edition_id: int) -> dict[str, int]:
         for state in session.scalars(select(Delivery.state).where(Delivery.edition_id == edition_id)):
             counts[str(state)] = counts.get(str(state), 0) + 1
         return counts
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """Write settings made of tables of scalars and lists as a bulletin.toml."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

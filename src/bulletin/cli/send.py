@@ -229,17 +229,20 @@ def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
                 engine, settings, edition_id, worker=worker, wait_for_retries=wait, progress=on_progress
             )
         status = send.finish_if_done(engine, edition_id, app.actor)
+    with app.reading() as session:
+        counts = send.delivery_counts(session, edition_id)
     if as_json:
-        click.echo(json.dumps({"edition": edition_id, "status": status.value, **report.as_dict()}, indent=2))
+        click.echo(json.dumps({"edition": edition_id, "status": status.value, "counts": counts, **report.as_dict()}))
         return
-    _print_report(edition_id, status.value, report)
+    _print_report(edition_id, status.value, counts, report)
 
 
-def _print_report(edition_id: int, status: str, report: Any) -> None:
+def _print_report(edition_id: int, status: str, counts: dict[str, int], report: Any) -> None:
     rate = report.attempted / report.elapsed if report.elapsed > 0 else 0.0
     click.echo(
-        f"Edition {edition_id} is {status}: {report.sent} sent, {report.deferred} deferred, "
-        f"{report.failed} failed, {report.skipped} skipped in {report.elapsed:.1f}s ({rate:,.0f} msg/s)."
+        f"Edition {edition_id} is {status}: {counts['sent']} sent, {counts['deferred']} deferred, "
+        f"{counts['failed']} failed, {counts['skipped']} skipped of {sum(counts.values())} deliveries; "
+        f"this run handed {report.attempted} to the server in {report.elapsed:.1f}s ({rate:,.0f} msg/s)."
     )
     if report.uncertain:
         shown = ", ".join(report.uncertain_addresses[:20])
@@ -252,7 +255,7 @@ def _print_report(edition_id: int, status: str, report: Any) -> None:
         click.echo(f"{report.bounced} subscriber(s) marked bounced after repeated permanent failures.")
     if report.halted:
         click.echo(f"Stopped: edition {edition_id} was paused or cancelled.")
-    if report.next_retry_at and status == "sending":
+    if counts["deferred"] and report.next_retry_at:
         click.echo(
             f"Deferred deliveries are retried from {report.next_retry_at:%Y-%m-%d %H:%M:%S} UTC "
             "(by 'bulletin worker', the scheduler, or running this command again)."

@@ -26,7 +26,6 @@ from bulletin.news.dates import parse_date_line
 from bulletin.news.draft import Block, Draft, clean_blocks, single_line
 from bulletin.news.topics import fold
 
-BULLETS = "•◦▪‣●·-*–—"
 _BULLET = re.compile(r"^(\s*)[•◦▪‣●·\-*–—]\s+(\S.*)$")
 _SEPARATOR = re.compile(r"^\s*(?:[-*_=~#•·–—]\s*){3,}$")
 _URL = re.compile(r"^<?((?:https?://|www\.)[^\s<>]+?)>?[.,;:!?)»]*$", re.IGNORECASE)
