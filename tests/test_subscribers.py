@@ -183,3 +183,22 @@ def test_cli_erase_asks_then_removes_everything(run, engine: Engine) -> None:  #
     assert result.exit_code == 0
     with reading(engine) as session:
         assert find_subscriber(session, "x@example.org") is None
+
+
+def test_an_unconfirmed_request_does_not_lift_an_erasure_until_confirmed(settings: Settings, engine: Engine) -> None:
+    from bulletin.subscribers import confirm_subscriber
+
+    with transaction(engine) as session:
+        add_subscriber(session, settings, "back@example.org", language="fr")
+    with transaction(engine) as session:
+        erase_subscriber(session, "back@example.org")
+    with transaction(engine) as session:
+        add_subscriber(session, settings, "back@example.org", language="fr", source="web", actor="web")
+    with reading(engine) as session:
+        assert is_suppressed(session, "back@example.org")
+    with transaction(engine) as session:
+        subscriber = find_subscriber(session, "back@example.org")
+        assert subscriber is not None
+        confirm_subscriber(session, subscriber, actor="web", ip="192.0.2.1")
+    with reading(engine) as session:
+        assert not is_suppressed(session, "back@example.org")

@@ -106,6 +106,8 @@ def shoot(page: Any, name: str) -> None:
             overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 0, f"{name} scrolls sideways on a phone"
     page.set_viewport_size({"width": WIDTHS["desktop"], "height": 900})
+    # After a full-page screenshot of a scrolled page, Chromium may drop the next click; start from the top.
+    page.evaluate("window.scrollTo(0, 0)")
 
 
 def test_subscribe_confirm_by_email_then_change_preferences(page: Any, live: Live) -> None:
@@ -158,6 +160,9 @@ def test_expired_or_broken_link_page(page: Any, live: Live) -> None:
     page.goto(live.url + "/preferences/broken-link?lang=fr")
     assert "Ce lien n'est pas valide" in page.content().replace("&#39;", "'")
     shoot(page, "link-error")
+    page.goto(live.url + "/no/such/page?lang=en")
+    assert "Page not found" in page.content()
+    shoot(page, "not-found")
 
 
 def sent_bulletins(live: Live) -> list[Any]:
@@ -238,8 +243,10 @@ def test_staff_login_preview_grid_and_approve(page: Any, live: Live) -> None:
     assert frame.get_by_text("Safer neighbourhoods thanks to residents").count() == 0
     shoot(page, "staff-edition")
 
-    page.get_by_role("button", name="Approve every variant").click()
-    page.wait_for_selector("text=Your approval is recorded.")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Approve every variant").click()
+    notices = page.locator(".notice").all_inner_texts()
+    assert "Your approval is recorded." in notices, notices
     assert "approved" in page.locator(".status").first.inner_text()
     shoot(page, "staff-edition-approved")
 

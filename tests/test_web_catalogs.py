@@ -53,7 +53,9 @@ def test_catalog_translates_every_string_with_the_same_placeholders(language: st
     for message in extracted():
         key = message if isinstance(message, str) else message[0]
         entry = catalog.get(key)
-        strings = (entry.string,) if entry is not None and isinstance(entry.string, str) else (entry.string if entry else ())
+        strings = (
+            (entry.string,) if entry is not None and isinstance(entry.string, str) else (entry.string if entry else ())
+        )
         if entry is None or entry.fuzzy or not all(strings):
             missing.append(key)
             continue

@@ -51,7 +51,13 @@ def test_saving_changes_language_topics_and_name(web: WebEnv) -> None:
     csrf = csrf_of(web.client.get(path).text)
     response = web.client.post(
         path,
-        data={"csrf_token": csrf, "action": "save", "language": "en", "interests": ["cities", "drugs"], "name": "Maria"},
+        data={
+            "csrf_token": csrf,
+            "action": "save",
+            "language": "en",
+            "interests": ["cities", "drugs"],
+            "name": "Maria",
+        },
     )
     assert response.status_code == 303 and response.headers["location"] == path
     subscriber = subscriber_state(web.engine, EMAIL)

@@ -10,7 +10,16 @@ import pytest
 from bulletin.models import SubscriberStatus
 
 from .smtp_server import RecordingSMTPServer
-from .web_support import WebEnv, add_subscriber_row, client_for, csrf_of, make_env, migrated_engine, token_of, web_settings
+from .web_support import (
+    WebEnv,
+    add_subscriber_row,
+    client_for,
+    csrf_of,
+    make_env,
+    migrated_engine,
+    token_of,
+    web_settings,
+)
 
 
 @pytest.fixture

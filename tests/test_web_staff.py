@@ -72,9 +72,7 @@ def edition_database(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, in
 
 
 @pytest.fixture
-def web(
-    tmp_path: Path, smtp_server: RecordingSMTPServer, edition_database: tuple[Path, int]
-) -> Iterator[WebEnv]:
+def web(tmp_path: Path, smtp_server: RecordingSMTPServer, edition_database: tuple[Path, int]) -> Iterator[WebEnv]:
     shutil.copy(edition_database[0], tmp_path / "web.db")
     settings = web_settings(tmp_path, smtp_port=smtp_server.port)
     engine = migrated_engine(settings)
@@ -95,7 +93,9 @@ def edition_status(web: WebEnv, edition_id: int) -> EditionStatus:
 
 
 def flashes(page: str) -> list[str]:
-    return [unescape(text).strip() for text in re.findall(r'<div class="notice [a-z]+" role="status">([^<]*)</div>', page)]
+    return [
+        unescape(text).strip() for text in re.findall(r'<div class="notice [a-z]+" role="status">([^<]*)</div>', page)
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +289,9 @@ def test_approval_needs_the_csrf_token(web: WebEnv, edition_id: int) -> None:
     assert edition_status(web, edition_id) == EditionStatus.REVIEW
 
 
-def test_two_approvals_needed_means_two_people(tmp_path: Path, smtp_server: RecordingSMTPServer, edition_database: tuple[Path, int]) -> None:
+def test_two_approvals_needed_means_two_people(
+    tmp_path: Path, smtp_server: RecordingSMTPServer, edition_database: tuple[Path, int]
+) -> None:
     shutil.copy(edition_database[0], tmp_path / "web.db")
     settings = web_settings(tmp_path, smtp_port=smtp_server.port, workflow={"approvals_required": 2})
     engine = migrated_engine(settings)

@@ -158,3 +158,19 @@ def test_review_mails_each_reviewer_a_test_copy_of_every_variant_with_the_previe
     assert unknown.startswith("Error: --variant 'de': no such variant (this edition has en|, en|cities,youth")
     bad = _one_line_error(run(config, "edition", "review", str(edition_id), "--to", "not-an-address"))
     assert bad.startswith("Error: ")
+
+
+def test_review_says_which_reviewer_the_server_refused_and_when_it_is_unreachable(
+    setup: tuple[Path, Settings, Engine, int], smtp_server: RecordingSMTPServer, tmp_path: Path
+) -> None:
+    config, _, _, edition_id = setup
+    smtp_server.faults.rcpt_replies["gone@example.org"] = "550 5.1.1 no such user"
+    refused = _one_line_error(
+        run(config, "edition", "review", str(edition_id), "--to", "gone@example.org", "--to", "desk@example.org")
+    )
+    assert refused.startswith("Error: sent 5 test message(s), but the server refused gone@example.org (550")
+    assert sorted(smtp_server.recipients()) == ["desk@example.org"] * 5
+
+    unreachable = write_config(tmp_path / "down.toml", settings_data(tmp_path, None))
+    down = _one_line_error(run(unreachable, "edition", "review", str(edition_id), "--to", "desk@example.org"))
+    assert down.startswith("Error: test send to desk@example.org failed after 0 message(s): ")

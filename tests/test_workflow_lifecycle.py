@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -13,7 +14,7 @@ from bulletin import compose, editions, workflow
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.errors import Conflict, InvalidInput
-from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, utcnow
+from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, Subscriber, SubscriberStatus, utcnow
 from bulletin.news.ingest import ingest_sources
 from bulletin.scheduling import tick
 
@@ -224,7 +225,17 @@ def test_a_news_item_changed_by_reingest_voids_the_approval(tmp_path: Path, smtp
     assert history(engine, edition_id)[-1] == ("approved", "review", "scheduler")
 
 
-VOIDING_CHANGES = ["move", "exclude", "include", "template", "config", "new-variant", "rerender"]
+VOID_REASONS = {
+    "move": "the content of en|, es|, fr| changed since approval",
+    "exclude": "the content of es|, fr| changed since approval",
+    "include": "the content of en|, en|cities,youth, es|, fr| and 1 more changed since approval",
+    "template": "the templates or rendering settings changed",
+    "config": "the templates or rendering settings changed",
+    "new-variant": "subscribers now need new variant(s) es|drugs",
+    "rerender": "the stored rendering of en|, en|cities,youth, es|, fr| and 1 more is not the approved one",
+    "variant-dropped": "the approved rendering of en|cities,youth is no longer stored",
+}
+VOIDING_CHANGES = list(VOID_REASONS)
 
 
 @pytest.mark.parametrize("change", VOIDING_CHANGES)
@@ -251,6 +262,14 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
             editions.include_item(session, edition_id, late, settings=settings)
         elif change == "new-variant":
             add_subscriber(session, "rosa@example.org", "es", "drugs")
+        elif change == "variant-dropped":
+            # A re-render while Lee was away dropped Lee's approved variant; Lee is back.
+            lee = session.get(Subscriber, ids["lee@example.org"])
+            assert lee is not None
+            lee.status = SubscriberStatus.UNSUBSCRIBED
+            session.flush()
+            compose.render_edition(session, settings, workflow.get_edition(session, edition_id))
+            lee.status = SubscriberStatus.ACTIVE
         elif change == "rerender":
             # Someone re-renders and stores the variants after a config change (edition render).
             other = make_settings(tmp_path, smtp_server, organisation={"name": "Another Centre"})
@@ -267,6 +286,7 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
     outcome = workflow.send_edition(engine, used, edition_id, actor="scheduler", worker="test")
     assert not outcome.started
     assert outcome.refused and outcome.refused.startswith("approval void: ")
+    assert VOID_REASONS[change] in outcome.refused
     assert _status(engine, edition_id) is S.REVIEW
     assert _deliveries(engine, edition_id) == 0
     assert smtp_server.messages == []
@@ -401,3 +421,36 @@ def test_send_times_are_read_in_the_configured_time_zone(world: tuple[Settings, 
     _approve(engine, settings, ids["edition"])
     with transaction(engine) as session, pytest.raises(InvalidInput, match="is in the past"):
         workflow.schedule(session, settings, ids["edition"], "2020-01-01 09:00", "ana")
+
+
+def test_the_tick_notices_an_edited_scheduled_edition_before_its_send_time(
+    world: tuple[Settings, Engine, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, engine, ids = world
+    renders: list[int] = []
+    real_render = compose.render_variants
+
+    def counting_render(*args: Any, **kwargs: Any) -> list[compose.RenderedVariant]:
+        renders.append(1)
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(compose, "render_variants", counting_render)
+    edition_id = ids["edition"]
+    _approve(engine, settings, edition_id)
+    with transaction(engine) as session:
+        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(days=1), "ana")
+    checked: dict[int, datetime] = {}
+    renders.clear()
+    assert tick(engine, settings, worker="test", checked=checked).voided == []
+    assert edition_id in checked and len(renders) == 1
+    # Nothing changed: the next tick does not render again, and keeps the approval.
+    assert tick(engine, settings, worker="test", checked=checked).voided == []
+    assert len(renders) == 1
+    with transaction(engine) as session:
+        editions.exclude_item(session, edition_id, ids["youth-es"], settings=settings)
+    report = tick(engine, settings, worker="test", checked=checked)
+    assert report.voided == [edition_id]
+    assert _status(engine, edition_id) is S.REVIEW
+    with transaction(engine) as session:
+        (approval,) = workflow.approvals_of(session, edition_id)
+    assert approval.void_reason == "the content of es| changed since approval"

@@ -7,10 +7,8 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from bulletin.models import NewsItem, StaffRole, Subscriber, SubscriberStatus, u
 from bulletin.staff import add_staff
 from bulletin.web import create_app
 
-from .smtp_server import RecordingSMTPServer, free_port
+from .smtp_server import RecordingSMTPServer
 
 PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -208,33 +206,12 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
-@contextmanager
-def served(settings_factory: Any, engine_holder: dict[str, Any]) -> Iterator[str]:
-    """Run the app on a free port; yields its base URL."""
-    port = free_port()
-    settings = settings_factory(f"http://127.0.0.1:{port}")
-    engine = migrated_engine(settings)
-    engine_holder["settings"] = settings
-    engine_holder["engine"] = engine
-    server = ServerThread(settings, engine, port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        engine.dispose()
-
-
 def received_links(server: RecordingSMTPServer, index: int = -1) -> list[str]:
     """The http(s) links in the text part of a received message."""
     message = server.messages[index].parse()
     body = message.get_body(preferencelist=("plain",))
     assert body is not None
     return re.findall(r"https?://\S+", body.get_content())
-
-
-def expired_moment(days: int = 8) -> datetime:
-    return datetime.now(UTC) - timedelta(days=days)
 
 
 def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> str:
@@ -249,9 +226,7 @@ def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> st
         def get_timestamp(self) -> int:
             return int(time.time()) - age_seconds
 
-    serializer = URLSafeTimedSerializer(
-        os.environ["BULLETIN_SECRET_KEY"], salt="bulletin-confirm", signer=PastSigner
-    )
+    serializer = URLSafeTimedSerializer(os.environ["BULLETIN_SECRET_KEY"], salt="bulletin-confirm", signer=PastSigner)
     return str(serializer.dumps([subscriber_id, email_digest(email)]))
 
 

@@ -182,7 +182,9 @@ class Smtp:
     messages_per_hour: int = setting(50000, "Most messages handed to the server in any one hour.")
     timeout: float = setting(30.0, "Seconds to wait for any SMTP reply before deferring the message.")
     helo_name: str = setting("", "Name announced in EHLO; empty uses the machine's name.")
-    ca_file: str = setting("", "PEM file of the authorities that sign the server's TLS certificate; empty uses the system's.")
+    ca_file: str = setting(
+        "", "PEM file of the authorities that sign the server's TLS certificate; empty uses the system's."
+    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ where to look at the previews and the mail.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
 import shutil
@@ -99,15 +101,22 @@ def write_config(demo_dir: Path, smtp_port: int, samples: Path) -> Path:
 Step = Callable[[Sequence[str]], None]
 
 
-def run_command(config: Path, args: Sequence[str]) -> None:
-    """Run one ``bulletin`` command in this process, echoing it first."""
+def run_command(config: Path, args: Sequence[str], *, last_lines: int | None = None) -> None:
+    """Run one ``bulletin`` command in this process, echoing it first (and only its last lines if asked)."""
     from bulletin.cli import cli
 
     click.secho("$ bulletin " + " ".join(_quote(a) for a in args), fg="cyan", bold=True)
+    captured = io.StringIO()
     try:
-        cli.main(["--config", str(config), *args], prog_name="bulletin", standalone_mode=False)
+        with contextlib.redirect_stdout(captured) if last_lines else contextlib.nullcontext():
+            cli.main(["--config", str(config), *args], prog_name="bulletin", standalone_mode=False)
     except click.ClickException as exc:
         raise DemoError(f"'bulletin {' '.join(args)}' failed: {exc.format_message()}") from None
+    if last_lines:
+        lines = captured.getvalue().splitlines()
+        if len(lines) > last_lines:
+            click.echo(f"[{len(lines) - last_lines} more lines]")
+        click.echo("\n".join(lines[-last_lines:]))
     click.echo()
 
 
@@ -116,7 +125,7 @@ def _quote(arg: str) -> str:
 
 
 def delivery_table(config: Path, edition_id: int) -> list[tuple[str, str, int, int, int]]:
-    """(language, interests, sent, deferred or failed, total) per variant of the edition."""
+    """(language, interests, sent, not sent (skipped, deferred or failed), total) per variant."""
     settings = load_settings(config)
     engine = engine_for(settings)
     try:
@@ -155,7 +164,7 @@ def _latest_edition(config: Path) -> int:
 
 def print_table(rows: list[tuple[str, str, int, int, int]]) -> None:
     width = max([len("Interests"), *(len(r[1]) for r in rows)])
-    header = f"{'Lang':<5} {'Interests':<{width}} {'Sent':>6} {'Other':>6} {'Total':>6}"
+    header = f"{'Lang':<5} {'Interests':<{width}} {'Sent':>6} {'Unsent':>6} {'Total':>6}"
     click.echo(header)
     click.echo("-" * len(header))
     for language, interests, sent, other, total in rows:
@@ -185,9 +194,9 @@ def run_demo(demo_dir: Path) -> DemoResult:
             config,
             ["subscribers", "import", str(samples / "subscribers.csv"), "--confirmed", "--report", str(report)],
         )
-        run_command(config, ["edition", "create", "--since", "2000-01-01"])
+        run_command(config, ["edition", "create"])
         edition_id = _latest_edition(config)
-        run_command(config, ["edition", "preview", str(edition_id)])
+        run_command(config, ["edition", "preview", str(edition_id), "--all"], last_lines=3)
         run_command(config, ["edition", "submit", str(edition_id), "--by", "demo"])
         run_command(config, ["edition", "approve", str(edition_id), "--by", "demo"])
         run_command(config, ["edition", "send", str(edition_id)])

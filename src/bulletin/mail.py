@@ -252,8 +252,8 @@ def _qp_value(value: str) -> bytes:
     return _qp(value.encode("utf-8")).replace(b"\n", b"\r\n") + b"="
 
 
-def _encode_body(body: str, slots: list[tuple[str, str]], kind: str) -> str:
-    """Quoted-printable body with each placeholder replaced by a slot marker on a line of its own.
+def _encode_body(body: str, slots: list[tuple[str, str]], kind: str) -> bytes:
+    """Quoted-printable body (CRLF) with each placeholder replaced by a slot marker on a line of its own.
 
     ``slots`` collects (placeholder, part kind) for each marker, numbered by position.
     """
@@ -274,7 +274,7 @@ def _encode_body(body: str, slots: list[tuple[str, str]], kind: str) -> str:
     encoded_body = b"".join(out)
     if not encoded_body.endswith(b"\n"):
         encoded_body += b"\n"
-    return encoded_body.decode("ascii")
+    return encoded_body.replace(b"\n", b"\r\n")
 
 
 def _text_part(body_qp: str, subtype: str) -> EmailMessage:
@@ -289,7 +289,9 @@ def _text_part(body_qp: str, subtype: str) -> EmailMessage:
 class VariantTemplate:
     """The message of one variant, built once; :meth:`personalise` fills it for one recipient."""
 
-    segments: list[bytes]
+    # The message between slots, dot-stuffed for SMTP once here (every segment after the first
+    # starts a line); :meth:`personalise` undoes the stuffing for the plain message.
+    stuffed_segments: list[bytes]
     slots: list[tuple[str, str]]
     unsubscribe_mailto: str = ""
     signer: DkimSigner | None = None
@@ -317,14 +319,17 @@ class VariantTemplate:
         for name, value in (extra_headers or {}).items():
             message[name] = value
         message["MIME-Version"] = "1.0"
-        text_qp = _encode_body(text, slots, "text")
-        parts = [_text_part(text_qp, "plain")]
+        # The email package lays out headers and MIME structure around short markers; the
+        # quoted-printable bodies, encoded in one C call each, take the markers' place after.
+        bodies = [_encode_body(text, slots, "text")]
+        parts = [_text_part("=XBODY0=X\n", "plain")]
         if html:
-            parts.append(_text_part(_encode_body(html, slots, "html"), "html"))
+            bodies.append(_encode_body(html, slots, "html"))
+            parts.append(_text_part("=XBODY1=X\n", "html"))
         if len(parts) == 1:
             message["Content-Type"] = 'text/plain; charset="utf-8"'
             message["Content-Transfer-Encoding"] = "quoted-printable"
-            message.set_payload(text_qp)
+            message.set_payload("=XBODY0=X\n")
         else:
             message["Content-Type"] = "multipart/alternative"
             for part in parts:
@@ -333,9 +338,14 @@ class VariantTemplate:
             digest = hashlib.sha256(subject.encode() + text.encode() + html.encode()).hexdigest()[:24]
             message.set_boundary(f"=_bulletin_{digest}")
         data = message.as_bytes(policy=POLICY)
+        for number, body in enumerate(bodies):
+            data = data.replace(b"=XBODY%d=X\r\n" % number, body, 1)
         pieces = _SLOT.split(data)
         return cls(
-            segments=pieces[0::2], slots=slots, unsubscribe_mailto=settings.sender.unsubscribe_mailto, signer=signer
+            stuffed_segments=[dot_stuff(segment) for segment in pieces[0::2]],
+            slots=slots,
+            unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+            signer=signer,
         )
 
     def _date(self) -> bytes:
@@ -350,7 +360,22 @@ class VariantTemplate:
         return f"<{url}>"
 
     def personalise(self, recipient: Recipient) -> bytes:
-        """This recipient's copy, as the bytes to hand to the SMTP server."""
+        """This recipient's copy: the RFC 5322 message, DKIM-signed when configured."""
+        # Every line-start dot of the stuffed copy was doubled, so halving them restores the message.
+        data = self._join(recipient).replace(b"\r\n..", b"\r\n.")
+        return self.signer.sign(data) if self.signer else data
+
+    def personalise_for_smtp(self, recipient: Recipient) -> bytes:
+        """This recipient's copy already dot-stuffed for SMTP DATA (RFC 5321 4.5.2).
+
+        The template's segments are stuffed once when it is built, so a copy costs no scan of
+        the whole message; a signed copy is stuffed after signing, as the signature requires.
+        """
+        if self.signer:
+            return dot_stuff(self.personalise(recipient))
+        return self._join(recipient)
+
+    def _join(self, recipient: Recipient) -> bytes:
         head = b"".join(
             (
                 POLICY.fold_binary("To", formataddr((recipient.name or "", recipient.email))),
@@ -360,13 +385,22 @@ class VariantTemplate:
             )
         )
         values = _slot_values(recipient)
-        segments = self.segments
+        segments = self.stuffed_segments
         out = [head, segments[0]]
-        for index, (placeholder, kind) in enumerate(self.slots):
-            out.append(values[placeholder, kind])
+        for index, slot in enumerate(self.slots):
+            out.append(values[slot])
             out.append(segments[index + 1])
-        data = b"".join(out)
-        return self.signer.sign(data) if self.signer else data
+        return b"".join(out)
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Double every dot that starts a line, as SMTP DATA requires."""
+    if data.startswith(b".") or b"\n." in data:
+        return _LEADING_DOT.sub(b"..", data)
+    return data
 
 
 def _slot_values(recipient: Recipient) -> dict[tuple[str, str], bytes]:
@@ -377,6 +411,9 @@ def _slot_values(recipient: Recipient) -> dict[tuple[str, str], bytes]:
         (placeholders.UNSUBSCRIBE_URL, recipient.unsubscribe_url),
         (placeholders.PREFERENCES_URL, recipient.preferences_url),
     ):
-        values[placeholder, "text"] = _qp_value(raw)
-        values[placeholder, "html"] = _qp_value(html_lib.escape(raw, quote=True))
+        text_value = _qp_value(raw)
+        html_value = _qp_value(html_lib.escape(raw, quote=True))
+        # A value starts a line of its own, so its first dot is a line's first dot too.
+        values[placeholder, "text"] = dot_stuff(text_value)
+        values[placeholder, "html"] = dot_stuff(html_value)
     return values

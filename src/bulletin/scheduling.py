@@ -179,8 +179,20 @@ class TickReport:
     retried: int = 0
 
 
-def tick(engine: Engine, settings: Settings, *, worker: str, now: datetime | None = None) -> TickReport:
-    """Void changed approvals, send every due edition, retry due deferred deliveries."""
+def tick(
+    engine: Engine,
+    settings: Settings,
+    *,
+    worker: str,
+    now: datetime | None = None,
+    checked: dict[int, datetime] | None = None,
+) -> TickReport:
+    """Void changed approvals, send every due edition, retry due deferred deliveries.
+
+    Approved editions are re-rendered and compared with their approval; with ``checked`` (edition
+    id -> its ``updated_at`` when last compared) an edition nobody touched since gets the quick
+    check only (config, stored hashes, new variants, re-ingested news).
+    """
     from bulletin import send
 
     report = TickReport()
@@ -189,8 +201,12 @@ def tick(engine: Engine, settings: Settings, *, worker: str, now: datetime | Non
     for edition_id in waiting:
         with transaction(engine) as session:
             edition = workflow.get_edition(session, edition_id)
-            if workflow.refresh_approval(session, settings, edition, actor="scheduler", full=False):
+            touched = edition.updated_at
+            full = checked is None or checked.get(edition_id) != touched
+            if workflow.refresh_approval(session, settings, edition, actor="scheduler", full=full):
                 report.voided.append(edition_id)
+            elif checked is not None and full:
+                checked[edition_id] = touched
 
     with reading(engine) as session:
         due = workflow.due_editions(session, now)
@@ -289,6 +305,7 @@ def run_periodic_job(key: str) -> None:
     """Job entry point of the periodic edition."""
     scheduler = _RUNNING.get(key)
     if scheduler is not None:
+        scheduler.periodic_runs += 1
         periodic_edition(scheduler.engine, scheduler.settings)
 
 
@@ -296,7 +313,7 @@ def run_tick_job(key: str) -> None:
     """Job entry point of the tick."""
     scheduler = _RUNNING.get(key)
     if scheduler is not None:
-        report = tick(scheduler.engine, scheduler.settings, worker=scheduler.holder)
+        report = tick(scheduler.engine, scheduler.settings, worker=scheduler.holder, checked=scheduler.checked)
         scheduler.ticks += 1
         if report.started or report.voided or report.retried:
             log.info(
@@ -351,6 +368,9 @@ class BulletinScheduler:
         self.stale_after = stale_after if stale_after is not None else max(4 * heartbeat_seconds, 30.0)
         self.periodic_trigger = periodic_trigger or periodic_trigger_for(settings)
         self.ticks = 0
+        self.periodic_runs = 0
+        # Approved editions already re-rendered and compared, by the updated_at they had then.
+        self.checked: dict[int, datetime] = {}
         self.lock_lost = False
         self._stopped = threading.Event()
         self._scheduler: BackgroundScheduler | None = None

@@ -773,6 +773,7 @@ class _Templates:
         self.edition_id = edition_id
         self.signer = mail.DkimSigner.from_settings(settings)
         self._cache: dict[int, mail.VariantTemplate] = {}
+        self._locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _feedback_id(self, language: str) -> str:
@@ -783,23 +784,28 @@ class _Templates:
         template = self._cache.get(variant_id)
         if template is not None:
             return template
+        # One lock per variant: a connection waits only for the template it needs.
         with self._lock:
+            lock = self._locks.setdefault(variant_id, threading.Lock())
+        with lock:
             template = self._cache.get(variant_id)
             if template is None:
-                with reading(self.engine) as session:
-                    variant = session.get(EditionVariant, variant_id)
-                    if variant is None:
-                        raise BulletinError(f"variant {variant_id} of edition {self.edition_id} is missing")
-                    template = mail.VariantTemplate.build(
-                        self.settings,
-                        subject=variant.subject,
-                        html=variant.html,
-                        text=variant.text,
-                        extra_headers={"Feedback-ID": self._feedback_id(variant.language)},
-                        signer=self.signer,
-                    )
-                self._cache[variant_id] = template
-            return template
+                template = self._cache[variant_id] = self._build(variant_id)
+        return template
+
+    def _build(self, variant_id: int) -> mail.VariantTemplate:
+        with reading(self.engine) as session:
+            variant = session.get(EditionVariant, variant_id)
+            if variant is None:
+                raise BulletinError(f"variant {variant_id} of edition {self.edition_id} is missing")
+            return mail.VariantTemplate.build(
+                self.settings,
+                subject=variant.subject,
+                html=variant.html,
+                text=variant.text,
+                extra_headers={"Feedback-ID": self._feedback_id(variant.language)},
+                signer=self.signer,
+            )
 
 
 TransportFactory = Callable[[Settings], Transport]
@@ -846,7 +852,7 @@ class _Connections:
                     continue
                 try:
                     template = self.templates.get(item.variant_id)
-                    data = template.personalise(
+                    data = template.personalise_for_smtp(
                         mail.Recipient(
                             email=item.email,
                             name=item.name,
@@ -860,7 +866,7 @@ class _Connections:
                         )
                     )
                     self.limiter.acquire()
-                    reply = transport.send_bytes(mail_from, item.email, data)
+                    reply = transport.send_bytes(mail_from, item.email, data, stuffed=True)
                     self.connected_once.set()
                     outcome = Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
                 except SmtpFailure as failure:

@@ -24,8 +24,6 @@ from bulletin import mail
 from bulletin.config import Settings
 from bulletin.errors import BulletinError
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-
 
 class SmtpConfigError(BulletinError):
     """A problem with the SMTP settings or credentials: sending cannot go on until it is fixed."""
@@ -85,7 +83,7 @@ def _failure(code: int, message: bytes | str, stage: str) -> SmtpFailure:
 class Transport(Protocol):
     """What the sender needs from a connection; tests may give their own."""
 
-    def send_bytes(self, mail_from: str, recipient: str, data: bytes) -> str: ...
+    def send_bytes(self, mail_from: str, recipient: str, data: bytes, *, stuffed: bool = False) -> str: ...
 
     def close(self) -> None: ...
 
@@ -194,9 +192,10 @@ class SmtpTransport:
         data = mail.message_bytes(self.settings, message, signer)
         return self.send_bytes(self.settings.sender.from_address, recipients[0], data)
 
-    def send_bytes(self, mail_from: str, recipient: str, data: bytes) -> str:
-        """Send one message (CRLF line endings, not dot-stuffed) to one recipient.
+    def send_bytes(self, mail_from: str, recipient: str, data: bytes, *, stuffed: bool = False) -> str:
+        """Send one message (CRLF line endings) to one recipient.
 
+        ``stuffed`` says the data is already dot-stuffed (see :meth:`mail.VariantTemplate.personalise_for_smtp`).
         Returns the 2xx reply; raises a :class:`SmtpFailure` saying whether to retry.
         """
         limit = self.settings.smtp.messages_per_connection
@@ -244,8 +243,8 @@ class SmtpTransport:
             if code != 354:
                 self._after_refusal(replies)
                 raise _failure(code, message, "data")
-            if data.startswith(b".") or b"\n." in data:
-                data = _LEADING_DOT.sub(b"..", data)
+            if not stuffed:
+                data = mail.dot_stuff(data)
             if not data.endswith(b"\r\n"):
                 data += b"\r\n"
             smtp.send(data + b".\r\n")

@@ -174,7 +174,9 @@ def add_subscriber(
     existing = find_subscriber(session, address)
     if existing is not None:
         raise Conflict(f"{existing.email} is already a subscriber ({existing.status.value})")
-    lifted = lift_suppression(session, address)
+    # An admin's explicit add (or a confirmed one) is a fresh opt-in that lifts an erasure; an
+    # unconfirmed web request does not, until the person confirms.
+    lifted = lift_suppression(session, address) if confirmed or source == "cli" else False
     now = utcnow()
     status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
     subscriber = Subscriber(
@@ -225,6 +227,7 @@ def confirm_subscriber(
         raise Conflict(f"{subscriber.email} is {subscriber.status.value} and cannot be confirmed")
     if subscriber.status == SubscriberStatus.ACTIVE:
         return False
+    lift_suppression(session, subscriber.email)
     subscriber.confirmed_at = utcnow()
     if ip is not None:
         subscriber.consent_ip = ip[:64]

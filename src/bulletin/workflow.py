@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from bulletin import compose
 from bulletin.config import Settings
-from bulletin.errors import Conflict, InvalidInput, NotFound
+from bulletin.errors import BulletinError, Conflict, InvalidInput, NotFound
 from bulletin.models import (
     Approval,
     Delivery,
@@ -266,7 +267,9 @@ def void_approvals(session: Session, edition: Edition, reason: str, actor: str =
     return count
 
 
-def _hash_problems(session: Session, settings: Settings, edition: Edition, approved: dict[str, str]) -> list[str]:
+def _hash_problems(
+    session: Session, settings: Settings, edition: Edition, approved: dict[str, str], planned: Sequence[str] = ()
+) -> list[str]:
     """Differences between the stored rendering and the approved hashes (no re-render)."""
     problems: list[str] = []
     if edition.render_fingerprint != compose.render_fingerprint(settings):
@@ -278,6 +281,9 @@ def _hash_problems(session: Session, settings: Settings, edition: Edition, appro
     altered = sorted(key for key, digest in approved.items() if key in stored and stored[key] != digest)
     if altered:
         problems.append("the stored rendering of " + _keys(altered) + " is not the approved one")
+    missing = sorted(key for key in planned if key in approved and key not in stored)
+    if missing:
+        problems.append("the approved rendering of " + _keys(missing) + " is no longer stored")
     return problems
 
 
@@ -313,9 +319,10 @@ def approval_problems(session: Session, settings: Settings, edition: Edition, *,
     if not approvals:
         return ["it has no valid approval"]
     approved = approvals[-1].variant_hashes
-    problems = _hash_problems(session, settings, edition, approved)
     planned = compose.plan_variants(session, settings, edition)
-    new = sorted(key for key in (compose.variant_key(lang, ints) for lang, ints in planned) if key not in approved)
+    planned_keys = [compose.variant_key(language, interests) for language, interests in planned]
+    problems = _hash_problems(session, settings, edition, approved, planned_keys)
+    new = sorted(key for key in planned_keys if key not in approved)
     if new:
         problems.append("subscribers now need new variant(s) " + _keys(new))
     if problems:
@@ -657,8 +664,8 @@ def send_review(
     from email.utils import make_msgid
 
     from bulletin.db import transaction
-    from bulletin.mail import build_message, sender_domain
-    from bulletin.smtp import send_one
+    from bulletin.mail import DkimSigner, build_message, sender_domain
+    from bulletin.smtp import SmtpFailure, SmtpTransport
     from bulletin.subscribers import normalize_email
 
     addresses = list(dict.fromkeys(normalize_email(r) for r in recipients))
@@ -682,23 +689,41 @@ def send_review(
 
     outcome = ReviewOutcome(edition_id, addresses, len(copies), 0, preview_index)
     domain = sender_domain(settings)
-    for address in addresses:
-        for copy in copies:
-            html, text = _with_banner(copy, preview_index)
-            message = build_message(
-                settings,
-                to_email=address,
-                to_name=None,
-                subject=f"[Test {copy.key}] {copy.subject}",
-                html=_fill_for_review(settings, html, html=True),
-                text=_fill_for_review(settings, text, html=False),
-                message_id=make_msgid(idstring=f"review.{edition_id}", domain=domain),
-                list_unsubscribe_url=None,
-                extra_headers={"X-Bulletin-Variant": copy.key, "X-Bulletin-Preview": preview_index},
-            )
-            send_one(settings, message)
-            outcome.messages += 1
+    transport = SmtpTransport(settings)
+    signer = DkimSigner.from_settings(settings)
+    try:
+        for address in addresses:
+            for copy in copies:
+                html, text = _with_banner(copy, preview_index)
+                message = build_message(
+                    settings,
+                    to_email=address,
+                    to_name=None,
+                    subject=f"[Test {copy.key}] {copy.subject}",
+                    html=_fill_for_review(settings, html, html=True),
+                    text=_fill_for_review(settings, text, html=False),
+                    message_id=make_msgid(idstring=f"review.{edition_id}", domain=domain),
+                    list_unsubscribe_url=None,
+                    extra_headers={"X-Bulletin-Variant": copy.key, "X-Bulletin-Preview": preview_index},
+                )
+                try:
+                    transport.send(message, signer)
+                except SmtpFailure as exc:
+                    if not exc.is_recipient_bounce:
+                        raise BulletinError(
+                            f"test send to {address} failed after {outcome.messages} message(s): {exc}"
+                        ) from None
+                    # The server refuses this reviewer: say so, and go on with the others.
+                    outcome.failures.append(f"{address} ({exc})")
+                    break
+                outcome.messages += 1
+    finally:
+        transport.close()
     log.info("edition %s: %d test message(s) sent to %s", edition_id, outcome.messages, ", ".join(addresses))
+    if outcome.failures:
+        raise BulletinError(
+            f"sent {outcome.messages} test message(s), but the server refused " + "; ".join(outcome.failures)
+        )
     return outcome
 
 

@@ -25,6 +25,7 @@ def _configure_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # APScheduler announces every run of every job; its warnings and errors are enough.
     logging.getLogger("apscheduler").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @scheduler.command("run")

@@ -32,13 +32,10 @@ async def login_submit(request: Request) -> Response:
     settings = settings_of(request)
     ip = client_ip(request)
 
-    def work(session: Session) -> tuple[LoginResult, int | None]:
-        result = authenticate(session, settings, name, password, ip=ip)
-        if result.member is not None:
-            session.flush()
-        return result, result.member.id if result.member else None
+    def work(session: Session) -> LoginResult:
+        return authenticate(session, settings, name, password, ip=ip)
 
-    result, _member_id = await write(request, work)
+    result = await write(request, work)
     if result.throttled:
         error = text.plain("Too many failed attempts. Please wait 15 minutes before trying again.")
         return render(

@@ -1,0 +1,262 @@
+"""Benchmark: send an edition to N subscribers through Postfix's smtp-sink and compare with smtp-source.
+
+Usage: python bench/send_throughput.py [--subscribers 100000] [--connections 2] [--keep]
+
+In a fresh SQLite database in a temporary folder it creates N active subscribers spread over the
+486 variants of the composer benchmark (3 languages x 162 interest sets of one to four of eight
+interests), renders the edition with the real composer (bulletin.compose), and runs the real
+``bulletin edition send ID --json`` in a child process against ``smtp-sink -u nobody -c
+127.0.0.1:PORT 1000``: recipient list frozen, every delivery moved to ``sending`` and then ``sent``
+in committed transactions, C SMTP connections, no rate limit. In the same run it times Postfix's
+own ``smtp-source -d -s C -m N -l SIZE`` against the same sink, with the same connection count
+and the average size of the messages bulletin sent, and prints both rates, their ratio and the
+sender's peak RSS. Targets: ratio >= 0.5 (aim 0.8); peak RSS < 250 MB at 1,000,000 subscribers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, insert, select
+
+from bulletin import compose, mail
+from bulletin.config import settings_from_dict
+from bulletin.db import make_engine, reading, transaction
+from bulletin.editions import create_edition
+from bulletin.links import subscriber_url
+from bulletin.migrate import upgrade
+from bulletin.models import Approval, Edition, EditionStatus, EditionVariant, Subscriber, SubscriberStatus, utcnow
+
+INTERESTS = ["cities", "cybercrime", "drugs", "policing", "research", "trafficking", "violence", "youth"]
+LANGUAGES = ["fr", "en", "es"]
+
+
+def tool(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/lib/postfix/{name}"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    sys.exit(f"{name} not found: install Debian's postfix package (apt-get install postfix)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def news_items(engine: Any, stories: int) -> None:
+    """The composer benchmark's stories (it also adds one reader per variant, kept here)."""
+    path = Path(__file__).with_name("render_variants.py")
+    spec = importlib.util.spec_from_file_location("render_variants", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.populate(engine, stories)
+
+
+def add_subscribers(engine: Any, total: int, seed: int = 3) -> None:
+    """Bring the active subscribers up to ``total``, spread at random over the 486 variants."""
+    sets = [",".join(c) for size in range(1, 5) for c in itertools.combinations(INTERESTS, size)]
+    combos = list(itertools.product(LANGUAGES, sets))
+    assert len(combos) == 486
+    rng = random.Random(seed)
+    table = Subscriber.__table__
+    assert isinstance(table, Table)
+    now = utcnow()
+    with reading(engine) as session:
+        existing = len(session.scalars(select(Subscriber.id)).all())
+    for start in range(existing, total, 20000):
+        rows = []
+        for n in range(start, min(start + 20000, total)):
+            language, interests = rng.choice(combos)
+            email = f"subscriber{n}@bench.example.net"
+            name = f"Lecteur {n}" if n % 3 else None
+            rows.append(
+                {
+                    "email": email,
+                    "email_key": email,
+                    "name": name,
+                    "language": language,
+                    "interests": interests,
+                    "status": SubscriberStatus.ACTIVE,
+                    "consent_source": "bench",
+                    "consent_at": now,
+                    "confirmed_at": now,
+                    "hard_bounces": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        with transaction(engine) as session:
+            session.connection().execute(insert(table), rows)
+
+
+def approve_as_rendered(engine: Any, edition_id: int) -> tuple[int, int, float]:
+    """Lock the approval to the stored rendering and mark the edition approved; return variant stats."""
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        variants = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)).all()
+        hashes = {compose.variant_key(v.language, v.interests): v.content_hash for v in variants}
+        session.add(Approval(edition_id=edition_id, approver="bench", at=utcnow(), variant_hashes=hashes))
+        edition.status = EditionStatus.APPROVED
+        sizes = [v.html_size for v in variants]
+        return len(variants), sum(1 for v in variants if v.item_count), sum(sizes) / len(sizes)
+
+
+def average_message_size(engine: Any, settings: Any, edition_id: int) -> int:
+    """Mean size of a personalised message, weighted by the readers of each variant."""
+    total = count = 0
+    with reading(engine) as session:
+        readers = compose.variant_subscriber_counts(session, settings)
+        for variant in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)):
+            weight = readers.get((variant.language, variant.interests), 0)
+            if not weight or not variant.item_count:
+                continue
+            template = mail.VariantTemplate.build(
+                settings, subject=variant.subject, html=variant.html, text=variant.text
+            )
+            email = "subscriber123456@bench.example.net"
+            data = template.personalise(
+                mail.Recipient(
+                    email=email,
+                    name="Lecteur 123456",
+                    message_id=mail.make_message_id(settings, edition_id, 123456),
+                    unsubscribe_url=subscriber_url(settings, "unsubscribe", 123456, email),
+                    preferences_url=subscriber_url(settings, "preferences", 123456, email),
+                )
+            )
+            total += len(data) * weight
+            count += weight
+    return total // max(count, 1)
+
+
+def write_config(path: Path, database: Path, port: int, connections: int, batch: int) -> None:
+    path.write_text(
+        "\n".join(
+            [
+                "[database]",
+                f'url = "sqlite:///{database}"',
+                "[smtp]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                f"connections = {connections}",
+                # No provider quota in the way: the point is the sender's own speed.
+                "messages_per_second = 1000000.0",
+                "messages_per_hour = 4000000000",
+                "[delivery]",
+                f"batch_size = {batch}",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=2, help="SMTP connections (smtp-source -s)")
+    parser.add_argument("--batch-size", type=int, default=500, help="delivery.batch_size")
+    parser.add_argument("--stories", type=int, default=20, help="stories in the edition (as the composer bench)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    os.environ.setdefault("BULLETIN_SECRET_KEY", "bench-secret-key-0123456789")
+    sink_bin, source_bin = tool("smtp-sink"), tool("smtp-source")
+
+    folder = Path(tempfile.mkdtemp(prefix="bulletin-send-bench-"))
+    database = folder / "bench.db"
+    port = free_port()
+    config = folder / "bulletin.toml"
+    write_config(config, database, port, args.connections, args.batch_size)
+    settings = settings_from_dict(
+        {"database": {"url": f"sqlite:///{database}"}, "smtp": {"port": port, "connections": args.connections}},
+        folder,
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+
+    started = time.perf_counter()
+    news_items(engine, args.stories)
+    add_subscribers(engine, args.subscribers)
+    print(f"subscribers:         {args.subscribers:,} active ({time.perf_counter() - started:.1f} s to create)")
+    started = time.perf_counter()
+    with transaction(engine) as session:
+        edition = create_edition(session, settings)
+        compose.render_edition(session, settings, edition)
+        edition_id = edition.id
+    variants, with_news, html_size = approve_as_rendered(engine, edition_id)
+    print(
+        f"variants:            {variants} rendered by bulletin.compose ({with_news} with news, "
+        f"mean HTML {html_size / 1024:.1f} KB) in {time.perf_counter() - started:.1f} s"
+    )
+    size = average_message_size(engine, settings, edition_id)
+    engine.dispose()
+    print(f"mean message size:   {size:,} bytes")
+
+    sink = subprocess.Popen(
+        [sink_bin, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        started = time.perf_counter()
+        child = subprocess.run(
+            [sys.executable, "-m", "bulletin", "--config", str(config), "edition", "send", str(edition_id), "--json"],
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - started
+        if child.returncode != 0:
+            sys.exit(f"bulletin edition send failed: {child.stderr.strip()}")
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        report = json.loads(child.stdout)
+        sent = report["sent"]
+        bulletin_rate = sent / report["elapsed"]
+
+        started = time.perf_counter()
+        source = subprocess.run(
+            [source_bin, "-d", "-s", str(args.connections), "-m", str(sent), "-l", str(size), f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+        )
+        source_elapsed = time.perf_counter() - started
+        if source.returncode != 0:
+            sys.exit(f"smtp-source failed: {source.stderr.strip()}")
+        source_rate = sent / source_elapsed
+    finally:
+        sink.terminate()
+        sink.wait()
+
+    counts = report["counts"]
+    print(f"ledger:              {counts} (edition {report['status']})")
+    print(f"bulletin wall time:  {wall:.1f} s (start-up, freezing {sent:,} recipients, sending)")
+    print(f"bulletin send:       {sent:,} messages in {report['elapsed']:.1f} s = {bulletin_rate:,.0f} msg/s")
+    print(f"smtp-source:         {sent:,} messages in {source_elapsed:.1f} s = {source_rate:,.0f} msg/s")
+    print(f"connections:         {args.connections}")
+    print(f"ratio:               {bulletin_rate / source_rate:.2f} (target >= 0.5, aim 0.8)")
+    print(f"sender peak RSS:     {peak_kb / 1024:.0f} MB (target < 250 MB at 1,000,000)")
+    if args.keep:
+        print(f"kept:                {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

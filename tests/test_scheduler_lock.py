@@ -1,0 +1,88 @@
+"""One scheduler per database: the lock, its heartbeat and the takeover of a dead holder."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from bulletin import scheduling
+from bulletin.config import Settings
+from bulletin.db import transaction
+from bulletin.models import Lock, utcnow
+
+
+def test_a_second_holder_is_refused_and_told_who_holds_the_lock(any_engine: Engine) -> None:
+    first = scheduling.make_holder()
+    second = scheduling.make_holder()
+    assert scheduling.acquire_lock(any_engine, first) is None
+    with pytest.raises(scheduling.LockHeld) as refused:
+        scheduling.acquire_lock(any_engine, second)
+    message = str(refused.value)
+    assert message.startswith(f"another scheduler is running on this database: {scheduling.describe_holder(first)}")
+    assert "last heartbeat 0 s ago" in message
+    assert scheduling.renew_lock(any_engine, first)
+    assert not scheduling.renew_lock(any_engine, second)
+    scheduling.release_lock(any_engine, second)
+    assert scheduling.current_holder(any_engine) is not None
+    scheduling.release_lock(any_engine, first)
+    assert scheduling.current_holder(any_engine) is None
+    assert scheduling.acquire_lock(any_engine, second) is None
+
+
+def test_a_holder_that_stopped_renewing_is_taken_over(any_engine: Engine) -> None:
+    first = "elsewhere.example.org:4242:abcd"
+    second = scheduling.make_holder()
+    start = utcnow()
+    scheduling.acquire_lock(any_engine, first, now=start)
+    with pytest.raises(scheduling.LockHeld, match=r"pid 4242 on elsewhere\.example\.org"):
+        scheduling.acquire_lock(any_engine, second, stale_after=60, now=start + timedelta(seconds=30))
+    assert scheduling.acquire_lock(any_engine, second, stale_after=60, now=start + timedelta(seconds=61)) == first
+    # The old holder notices at its next heartbeat that the lock is no longer its own.
+    assert not scheduling.renew_lock(any_engine, first)
+    holder = scheduling.current_holder(any_engine)
+    assert holder is not None and holder.holder == second
+
+
+def test_the_lock_of_a_dead_process_on_this_machine_is_taken_over_at_once(engine: Engine) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    dead = f"{socket.gethostname()}:{dead_pid}:0000"
+    with transaction(engine) as session:
+        session.add(Lock(name=scheduling.LOCK_NAME, holder=dead, acquired_at=utcnow(), heartbeat_at=utcnow()))
+    assert scheduling.acquire_lock(engine, scheduling.make_holder(), stale_after=3600) == dead
+
+
+def test_two_schedulers_in_one_process_do_not_both_run(engine: Engine, settings: Settings) -> None:
+    first = scheduling.BulletinScheduler(engine, settings, tick_seconds=60)
+    first.start()
+    try:
+        second = scheduling.BulletinScheduler(engine, settings, tick_seconds=60)
+        with pytest.raises(scheduling.LockHeld, match="another scheduler is running on this database"):
+            second.start()
+        assert not second.lock_lost
+        holder = scheduling.current_holder(engine)
+        assert holder is not None and holder.holder == first.holder
+    finally:
+        first.stop(wait=True)
+    assert scheduling.current_holder(engine) is None
+
+
+def test_a_scheduler_whose_lock_was_taken_over_stops(engine: Engine, settings: Settings) -> None:
+    service = scheduling.BulletinScheduler(engine, settings, tick_seconds=60, heartbeat_seconds=0.2)
+    service.start()
+    try:
+        with transaction(engine) as session:
+            lock = session.get(Lock, scheduling.LOCK_NAME)
+            assert lock is not None
+            lock.holder = "elsewhere.example.org:1:ffff"
+        assert service.wait(5), "the scheduler kept running without its lock"
+        assert service.lock_lost
+    finally:
+        service.stop()
+    holder = scheduling.current_holder(engine)
+    assert holder is not None and holder.holder == "elsewhere.example.org:1:ffff"
