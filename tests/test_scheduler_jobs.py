@@ -83,9 +83,9 @@ def test_the_periodic_job_ingests_drafts_the_edition_and_sends_it_to_the_reviewe
 
 
 def test_a_scheduled_edition_goes_out_once_however_many_ticks_run(
-    tmp_path: Path, smtp_server: RecordingSMTPServer
+    database_url: str, tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
-    settings = make_settings(tmp_path, smtp_server)
+    settings = make_settings(tmp_path, smtp_server, database_url=database_url)
     engine = migrated(settings)
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
@@ -131,3 +131,28 @@ def test_a_periodic_run_missed_while_no_scheduler_ran_happens_once_at_restart(
         second.stop(wait=True)
     assert second.periodic_runs == 1
     assert len(_editions(engine)) == 1
+
+
+def test_reviewers_hear_when_a_scheduled_edition_loses_its_approval(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings = make_settings(tmp_path, smtp_server, workflow={"reviewers": ["desk@example.org"]})
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    with transaction(engine) as session:
+        workflow.submit(session, edition_id, "marie")
+        workflow.approve(session, settings, edition_id, "ana")
+        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(hours=2), "ana")
+        # A new subscriber needs a variant nobody approved.
+        add_subscriber(session, "rosa@example.org", "es", "drugs")
+    report = scheduling.tick(engine, settings, worker="test")
+    assert report.voided == [edition_id]
+    (notice,) = [m.parse() for m in smtp_server.wait_for(1)]
+    assert notice["To"] == "desk@example.org"
+    assert notice["Subject"] == f"[Bulletin] Edition {edition_id} needs approval again"
+    body = notice.get_content()
+    assert "subscribers now need new variant(s) es|drugs" in body
+    assert f"bulletin edition approve {edition_id} --by NAME" in body
+    # The next tick has nothing more to say.
+    assert scheduling.tick(engine, settings, worker="test").voided == []
+    assert len(smtp_server.messages) == 1

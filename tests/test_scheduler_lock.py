@@ -6,14 +6,19 @@ import socket
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from bulletin import scheduling
+from bulletin import scheduling, workflow
+from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import Lock, utcnow
+
+from .workflow_fixtures import make_settings, migrated, seed, settings_data, write_config
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_the_lock(any_engine: Engine) -> None:
@@ -86,3 +91,28 @@ def test_a_scheduler_whose_lock_was_taken_over_stops(engine: Engine, settings: S
         service.stop()
     holder = scheduling.current_holder(engine)
     assert holder is not None and holder.holder == "elsewhere.example.org:1:ffff"
+
+
+def test_scheduler_status_names_the_holder_and_the_editions_waiting(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "bulletin.toml", settings_data(tmp_path, None))
+    settings = make_settings(tmp_path, None)
+    engine = migrated(settings)
+    edition_id = seed(engine, settings)["edition"]
+    runner = CliRunner()
+    idle = runner.invoke(cli, ["--config", str(config), "scheduler", "status"])
+    assert idle.exit_code == 0, idle.output
+    assert idle.output.splitlines()[0] == "No scheduler is running on this database."
+
+    year = utcnow().year + 1
+    with transaction(engine) as session:
+        workflow.submit(session, edition_id, "marie")
+        workflow.approve(session, settings, edition_id, "ana")
+        workflow.schedule(session, settings, edition_id, f"{year}-12-01 09:00", "ana")
+    scheduling.acquire_lock(engine, "elsewhere.example.org:4242:abcd")
+    busy = runner.invoke(cli, ["--config", str(config), "scheduler", "status"])
+    assert busy.exit_code == 0, busy.output
+    lines = busy.output.splitlines()
+    assert lines[0].startswith("Scheduler: pid 4242 on elsewhere.example.org, since ")
+    assert lines[1] == "Periodic edition: '0 8 * * 1' (America/Toronto)"
+    assert lines[2] == f"  edition {edition_id}: scheduled, {year}-12-01 09:00 EST"
+    engine.dispose()

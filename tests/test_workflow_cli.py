@@ -46,6 +46,9 @@ def test_staff_take_an_edition_to_scheduled_and_its_history_says_who_did_what(
 ) -> None:
     config, _, engine, edition_id = setup
     year = utcnow().year + 1
+    run(config, "edition", "submit", str(edition_id), "--by", "marie")
+    reopened = run(config, "edition", "reopen", str(edition_id), "--by", "marie", "--reason", "intro missing")
+    assert f"Edition {edition_id} is a draft again." in reopened.output
     submitted = run(config, "edition", "submit", str(edition_id), "--by", "marie")
     assert submitted.exit_code == 0, submitted.output
     assert f"Edition {edition_id} is in review." in submitted.output
@@ -65,12 +68,14 @@ def test_staff_take_an_edition_to_scheduled_and_its_history_says_who_did_what(
     lines = shown.output.splitlines()
     assert lines[0] == f"Edition {edition_id}: scheduled, send time {year}-12-01 09:00 EST"
     assert "draft -> review     by marie  (submitted for review)" in lines[1]
-    assert "review -> approved   by Ana Pérez  (approved (1 of 1))" in lines[2]
-    assert f"approved -> scheduled  by ana  (at {year}-12-01 09:00 EST)" in lines[3]
-    assert "scheduled -> paused     by cli  (wait for the report)" in lines[4]
-    assert "paused -> scheduled  by paul  (resumed)" in lines[5]
-    assert lines[6] == "Approvals:"
-    assert lines[7].endswith("Ana Pérez, 5 variant(s), valid")
+    assert "review -> draft      by marie  (intro missing)" in lines[2]
+    assert "draft -> review     by marie  (submitted for review)" in lines[3]
+    assert "review -> approved   by Ana Pérez  (approved (1 of 1))" in lines[4]
+    assert f"approved -> scheduled  by ana  (at {year}-12-01 09:00 EST)" in lines[5]
+    assert "scheduled -> paused     by cli  (wait for the report)" in lines[6]
+    assert "paused -> scheduled  by paul  (resumed)" in lines[7]
+    assert lines[8] == "Approvals:"
+    assert lines[9].endswith("Ana Pérez, 5 variant(s), valid")
     assert history(engine, edition_id)[-1] == ("paused", "scheduled", "paul")
 
 
@@ -135,7 +140,10 @@ def test_review_mails_each_reviewer_a_test_copy_of_every_variant_with_the_previe
         text = message.get_body(("plain",))
         assert text is not None
         body = text.get_content()
-        assert str(index) in body
+        assert f"Every variant: {index}" in body
+        assert f"On the staff pages: https://news.example.org/staff/editions/{edition_id}" in body
+        html = message.get_body(("html",))
+        assert html is not None and f'href="{index.as_uri()}"' in html.get_content()
         assert "__BULLETIN_" not in body
         # A test copy is not a list message: nobody can unsubscribe from a review.
         assert message["List-Unsubscribe"] is None

@@ -454,3 +454,21 @@ def test_the_tick_notices_an_edited_scheduled_edition_before_its_send_time(
     with transaction(engine) as session:
         (approval,) = workflow.approvals_of(session, edition_id)
     assert approval.void_reason == "the content of es| changed since approval"
+
+
+def test_an_approved_edition_takes_one_more_approver_when_more_are_required(
+    world: tuple[Settings, Engine, dict[str, int]], tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    _approve(engine, settings, edition_id, "ana")
+    stricter = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
+    with transaction(engine) as session, pytest.raises(Conflict, match="has 1 of the 2 approvals it needs"):
+        workflow.start_sending(session, stricter, edition_id, "x")
+    with transaction(engine) as session:
+        second = workflow.approve(session, stricter, edition_id, "ben")
+        (first,) = [a for a in workflow.valid_approvals(session, edition_id) if a.approver == "ana"]
+    assert second.variant_hashes == first.variant_hashes
+    with transaction(engine) as session, pytest.raises(Conflict, match="already approved"):
+        workflow.approve(session, stricter, edition_id, "carla")
+    assert workflow.send_edition(engine, stricter, edition_id, actor="test", worker="test").status is S.SENT

@@ -40,7 +40,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from bulletin import workflow
@@ -115,7 +115,8 @@ def acquire_lock(
     moment = now or utcnow()
     try:
         with transaction(engine) as session:
-            lock = session.get(Lock, name)
+            # FOR UPDATE serialises two takeovers on PostgreSQL; SQLite's write transaction already does.
+            lock = session.scalars(select(Lock).where(Lock.name == name).with_for_update()).first()
             if lock is None:
                 session.add(Lock(name=name, holder=holder, acquired_at=moment, heartbeat_at=moment))
                 return None
@@ -199,14 +200,20 @@ def tick(
     with reading(engine) as session:
         waiting = workflow.approved_waiting(session)
     for edition_id in waiting:
-        with transaction(engine) as session:
-            edition = workflow.get_edition(session, edition_id)
-            touched = edition.updated_at
-            full = checked is None or checked.get(edition_id) != touched
-            if workflow.refresh_approval(session, settings, edition, actor="scheduler", full=full):
-                report.voided.append(edition_id)
-            elif checked is not None and full:
-                checked[edition_id] = touched
+        try:
+            with transaction(engine) as session:
+                edition = workflow.get_edition(session, edition_id)
+                touched = edition.updated_at
+                full = checked is None or checked.get(edition_id) != touched
+                problems = workflow.refresh_approval(session, settings, edition, actor="scheduler", full=full)
+        except BulletinError as exc:
+            log.error("edition %s: could not check its approval: %s", edition_id, exc)
+            continue
+        if problems:
+            report.voided.append(edition_id)
+            notify_void(settings, edition_id, problems)
+        elif checked is not None and full:
+            checked[edition_id] = touched
 
     with reading(engine) as session:
         due = workflow.due_editions(session, now)
@@ -219,15 +226,16 @@ def tick(
             continue
         if outcome.refused:
             report.refused[edition_id] = outcome.refused
+            report.voided.append(edition_id)
             log.warning("edition %s not sent: %s", edition_id, outcome.refused)
+            notify_void(settings, edition_id, [outcome.refused.removeprefix("approval void: ")])
             continue
         report.started.append(edition_id)
         if outcome.status is workflow.S.SENT:
             report.sent.append(edition_id)
         log.info("edition %s: %s", edition_id, outcome.status.value)
 
-    retry = send.retry_due(engine, settings)
-    report.retried = _attempted(retry)
+    report.retried = send.retry_due(engine, settings, worker=worker).attempted
     # Retries may have settled the last deliveries of an edition.
     with reading(engine) as session:
         sending = workflow.sending_editions(session)
@@ -238,14 +246,43 @@ def tick(
     return report
 
 
-def _attempted(report: Any) -> int:
-    """Messages a SendReport says were attempted, whatever its field names."""
-    for name in ("attempted", "claimed", "total"):
-        value = getattr(report, name, None)
-        if isinstance(value, int):
-            return value
-    counts = [getattr(report, name, 0) for name in ("sent", "deferred", "failed")]
-    return sum(c for c in counts if isinstance(c, int))
+def notify_void(settings: Settings, edition_id: int, problems: list[str]) -> None:
+    """Tell ``workflow.reviewers`` that an approved edition went back to review, and why.
+
+    Nobody watches the scheduler: without this, a scheduled edition whose approval was voided
+    would silently not go out.
+    """
+    from email.utils import make_msgid
+
+    from bulletin.mail import build_message, sender_domain
+    from bulletin.smtp import send_one
+
+    base = settings.web.base_url.rstrip("/")
+    text = (
+        f"Edition {edition_id} is back in review: its approval is void because {'; '.join(problems)}.\n\n"
+        "It will not be sent until it is approved again. Check it and approve it:\n\n"
+        f"    bulletin edition history {edition_id}\n"
+        f"    bulletin edition review {edition_id}\n"
+        f"    bulletin edition approve {edition_id} --by NAME\n\n"
+        f"Staff pages: {base}/staff/editions/{edition_id}\n"
+    )
+    for address in settings.workflow.reviewers:
+        message = build_message(
+            settings,
+            to_email=address,
+            to_name=None,
+            subject=f"[{settings.organisation.list_name}] Edition {edition_id} needs approval again",
+            html="",
+            text=text,
+            message_id=make_msgid(idstring=f"void.{edition_id}", domain=sender_domain(settings)),
+            list_unsubscribe_url=None,
+            extra_headers={"Auto-Submitted": "auto-generated"},
+        )
+        try:
+            send_one(settings, message)
+        except Exception as exc:
+            # A notice that cannot go out is logged; the tick goes on.
+            log.error("could not tell %s that edition %s needs approval again: %s", address, edition_id, exc)
 
 
 def ingest_configured_sources(engine: Engine, settings: Settings) -> None:
@@ -257,16 +294,17 @@ def ingest_configured_sources(engine: Engine, settings: Settings) -> None:
         log.info("no feeds or folders configured: nothing to ingest")
         return
     report = ingest_sources(engine, settings, sources)
-    log.info("ingested %d source(s): %s", len(sources), _summary(report))
-
-
-def _summary(report: Any) -> str:
-    parts = []
-    for name in ("added", "updated", "unchanged", "rejected"):
-        value = getattr(report, name, None)
-        if isinstance(value, int):
-            parts.append(f"{value} {name}")
-    return ", ".join(parts) or "done"
+    for outcome in report.outcomes:
+        if outcome.error:
+            log.warning("could not ingest %s: %s", outcome.source, outcome.error)
+    log.info(
+        "ingested %d source(s): %d added, %d updated, %d unchanged, %d rejected",
+        len(report.outcomes),
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.rejected,
+    )
 
 
 def periodic_edition(engine: Engine, settings: Settings, *, actor: str = "scheduler") -> int | None:
@@ -379,7 +417,10 @@ class BulletinScheduler:
         """Take the lock and start the jobs; raise LockHeld if another scheduler runs."""
         previous = acquire_lock(self.engine, self.holder, stale_after=self.stale_after)
         if previous:
-            log.warning("took over the scheduler lock from %s (it stopped renewing it)", describe_holder(previous))
+            log.warning(
+                "took over the scheduler lock from %s (its process is gone or stopped renewing the lock)",
+                describe_holder(previous),
+            )
         _RUNNING[self.key] = self
         try:
             self._start_jobs()

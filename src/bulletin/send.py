@@ -51,7 +51,7 @@ from bulletin.models import (
     utcnow,
 )
 from bulletin.ratelimit import RateLimiter
-from bulletin.smtp import SmtpConfigError, SmtpFailure, SmtpTransport, Transport
+from bulletin.smtp import SmtpFailure, SmtpTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -812,7 +812,11 @@ TransportFactory = Callable[[Settings], Transport]
 
 
 class _Connections:
-    """The SMTP connection threads: they take claimed rows from a queue and report outcomes."""
+    """The SMTP connection threads, fed by one thread that personalises the messages.
+
+    Personalising the next messages while the connections wait for the server's replies keeps
+    each connection busy: a connection only ever takes a ready message and hands it over.
+    """
 
     def __init__(
         self,
@@ -828,82 +832,110 @@ class _Connections:
         self.transport_factory = transport_factory
         self.results = results
         self.work: queue.Queue[Claimed | None] = queue.Queue()
+        # A few messages ready per connection; bounded so memory does not grow with the batch.
+        self.ready: queue.Queue[tuple[Claimed, bytes | BaseException] | None] = queue.Queue(
+            maxsize=4 * settings.smtp.connections
+        )
         self.stop = threading.Event()
         self.connected_once = threading.Event()
+        self.preparer = threading.Thread(target=self._prepare, name="personalise", daemon=True)
         self.threads = [
             threading.Thread(target=self._run, name=f"smtp-{n}", daemon=True) for n in range(settings.smtp.connections)
         ]
+        self.preparer.start()
         for thread in self.threads:
             thread.start()
 
-    def _run(self) -> None:
-        transport = self.transport_factory(self.settings)
+    def _release(self, item: Claimed) -> None:
+        self.results.put(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
+
+    def _prepare(self) -> None:
         settings = self.settings
         secret = settings.secret_key
         base = settings.web.base_url.rstrip("/")
-        mail_from = settings.sender.from_address
+        unsubscribe, preferences = base + links.PATHS["unsubscribe"], base + links.PATHS["preferences"]
+        while True:
+            item = self.work.get()
+            if item is None:
+                for _ in self.threads:
+                    self.ready.put(None)
+                return
+            if self.stop.is_set():
+                self._release(item)
+                continue
+            try:
+                template = self.templates.get(item.variant_id)
+                data: bytes | BaseException = template.personalise_for_smtp(
+                    mail.Recipient(
+                        email=item.email,
+                        name=item.name,
+                        message_id=item.message_id,
+                        unsubscribe_url=unsubscribe
+                        + links.make_token(secret, "unsubscribe", item.subscriber_id, item.email),
+                        preferences_url=preferences
+                        + links.make_token(secret, "preferences", item.subscriber_id, item.email),
+                    )
+                )
+            except Exception as exc:  # reported by the connection that takes it
+                data = exc
+            self.ready.put((item, data))
+
+    def _run(self) -> None:
+        transport = self.transport_factory(self.settings)
+        mail_from = self.settings.sender.from_address
         try:
             while True:
-                item = self.work.get()
-                if item is None:
+                entry = self.ready.get()
+                if entry is None:
                     return
+                item, data = entry
                 if self.stop.is_set():
-                    self.results.put(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
+                    self._release(item)
                     continue
-                try:
-                    template = self.templates.get(item.variant_id)
-                    data = template.personalise_for_smtp(
-                        mail.Recipient(
-                            email=item.email,
-                            name=item.name,
-                            message_id=item.message_id,
-                            unsubscribe_url=base
-                            + links.PATHS["unsubscribe"]
-                            + links.make_token(secret, "unsubscribe", item.subscriber_id, item.email),
-                            preferences_url=base
-                            + links.PATHS["preferences"]
-                            + links.make_token(secret, "preferences", item.subscriber_id, item.email),
-                        )
-                    )
-                    self.limiter.acquire()
-                    reply = transport.send_bytes(mail_from, item.email, data, stuffed=True)
-                    self.connected_once.set()
-                    outcome = Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
-                except SmtpFailure as failure:
-                    if failure.stage == "connect" and failure.temporary and not self.connected_once.is_set():
-                        # The server cannot be reached at all: stop rather than defer every row.
-                        self.results.put(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
-                        self.results.put(BulletinError(f"SMTP server unreachable: {failure.reply}"))
-                        self.stop.set()
-                        continue
-                    kind = "temporary" if failure.temporary else "permanent"
-                    outcome = Outcome(
-                        item.delivery_id,
-                        item.subscriber_id,
-                        item.email,
-                        f"{failure.reply}" if failure.stage != "connect" else f"connect: {failure.reply}",
-                        kind,
-                        bounce=failure.is_recipient_bounce,
-                    )
-                except (SmtpConfigError, BulletinError) as exc:
-                    self.results.put(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
-                    self.results.put(exc)
-                    self.stop.set()
-                    continue
-                except Exception as exc:  # a bug must not leave the row claimed forever
-                    log.exception("sending to %s failed", item.email)
-                    self.results.put(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
-                    self.results.put(exc)
-                    self.stop.set()
-                    continue
-                self.results.put(outcome)
+                outcome = self._send(transport, mail_from, item, data)
+                if outcome is not None:
+                    self.results.put(outcome)
         finally:
             with suppress(Exception):
                 transport.close()
 
+    def _send(self, transport: Transport, mail_from: str, item: Claimed, data: bytes | BaseException) -> Outcome | None:
+        """Hand one message over; return its outcome, or None when the whole send must stop."""
+        try:
+            if isinstance(data, BaseException):
+                raise data
+            self.limiter.acquire()
+            reply = transport.send_bytes(mail_from, item.email, data, stuffed=True)
+            self.connected_once.set()
+            return Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
+        except SmtpFailure as failure:
+            if failure.stage == "connect" and failure.temporary and not self.connected_once.is_set():
+                # The server cannot be reached at all: stop rather than defer every row.
+                self._abort(item, BulletinError(f"SMTP server unreachable: {failure.reply}"))
+                return None
+            return Outcome(
+                item.delivery_id,
+                item.subscriber_id,
+                item.email,
+                failure.reply if failure.stage != "connect" else f"connect: {failure.reply}",
+                "temporary" if failure.temporary else "permanent",
+                bounce=failure.is_recipient_bounce,
+            )
+        except BulletinError as exc:  # SMTP settings to fix, an unreadable DKIM key, a missing variant
+            self._abort(item, exc)
+        except Exception as exc:  # a bug must not leave the row claimed forever
+            log.exception("sending to %s failed", item.email)
+            self._abort(item, exc)
+        return None
+
+    def _abort(self, item: Claimed, error: BaseException) -> None:
+        self._release(item)
+        self.results.put(error)
+        self.stop.set()
+
     def shutdown(self) -> None:
-        for _ in self.threads:
-            self.work.put(None)
+        self.work.put(None)
+        self.preparer.join()
         for thread in self.threads:
             thread.join()
 

@@ -382,11 +382,12 @@ def approve(session: Session, settings: Settings, edition_id: int, approver: str
     if not approver:
         raise InvalidInput("say who approves: --by NAME")
     edition = get_edition(session, edition_id)
-    if edition.status is S.APPROVED or edition.status is S.SCHEDULED:
+    needed = settings.workflow.approvals_required
+    if edition.status in (S.APPROVED, S.SCHEDULED):
         refresh_approval(session, settings, edition, actor=approver)
+    if edition.status in (S.APPROVED, S.SCHEDULED):
+        return _add_approval(session, edition, approver, needed)
     if edition.status is not S.REVIEW:
-        if edition.status in (S.APPROVED, S.SCHEDULED):
-            raise Conflict(f"edition {edition.id} is already {edition.status.value}")
         raise Conflict(_refusal(edition, S.APPROVED))
 
     variants = compose.render_edition(session, settings, edition)
@@ -416,11 +417,30 @@ def approve(session: Session, settings: Settings, edition_id: int, approver: str
     session.add(approval)
     session.flush()
     approvers = {a.approver.casefold() for a in current} | {approver.casefold()}
-    needed = settings.workflow.approvals_required
     if len(approvers) >= needed:
         transition(session, edition, S.APPROVED, approver, f"approved ({len(approvers)} of {needed})")
     else:
         log.info("edition %s: approval %d of %d by %s", edition.id, len(approvers), needed, approver)
+    return approval
+
+
+def _add_approval(session: Session, edition: Edition, approver: str, needed: int) -> Approval:
+    """One more approver for an already approved edition (``approvals_required`` was raised since).
+
+    The stored rendering is the approved one (the approval was just checked), so it is not rendered again.
+    """
+    current = valid_approvals(session, edition.id)
+    approvers = {a.approver.casefold() for a in current}
+    if len(approvers) >= needed:
+        raise Conflict(f"edition {edition.id} is already {edition.status.value}")
+    if approver.casefold() in approvers:
+        raise Conflict(f"{approver} has already approved edition {edition.id}; another person must approve it")
+    approval = Approval(
+        edition_id=edition.id, approver=approver, at=utcnow(), variant_hashes=current[-1].variant_hashes
+    )
+    session.add(approval)
+    session.flush()
+    log.info("edition %s: approval %d of %d by %s", edition.id, len(approvers) + 1, needed, approver)
     return approval
 
 
@@ -613,7 +633,7 @@ class _TestCopy:
     text: str
 
 
-def _fill_for_review(settings: Settings, body: str, *, html: bool) -> str:
+def _fill_for_review(settings: Settings, body: str) -> str:
     from bulletin import placeholders
     from bulletin.links import PATHS
 
@@ -631,16 +651,19 @@ def _fill_for_review(settings: Settings, body: str, *, html: bool) -> str:
 _BODY_TAG = re.compile(r"<body[^>]*>", re.IGNORECASE)
 
 
-def _with_banner(copy: _TestCopy, preview_index: str) -> tuple[str, str]:
+def _with_banner(copy: _TestCopy, preview_index: str, staff_url: str) -> tuple[str, str]:
     """The test copy's HTML and text with a banner naming the variant and linking the previews."""
     import html as html_lib
+    from pathlib import Path
 
     note = f"Test send of variant {copy.key}: not sent to subscribers."
-    text = f"{note}\nEvery variant: {preview_index}\n\n{copy.text}"
+    text = f"{note}\nEvery variant: {preview_index}\nOn the staff pages: {staff_url}\n\n{copy.text}"
+    index_uri = Path(preview_index).as_uri() if Path(preview_index).is_absolute() else preview_index
     banner = (
         '<div style="background:#fff3cd;color:#5c4400;padding:12px;font:14px sans-serif;">'
         f"{html_lib.escape(note)} "
-        f'<a href="{html_lib.escape(preview_index, quote=True)}">Preview every variant</a></div>'
+        f'<a href="{html_lib.escape(index_uri, quote=True)}">Preview every variant</a> · '
+        f'<a href="{html_lib.escape(staff_url, quote=True)}">Staff pages</a></div>'
     )
     match = _BODY_TAG.search(copy.html)
     at = match.end() if match else 0
@@ -689,19 +712,20 @@ def send_review(
 
     outcome = ReviewOutcome(edition_id, addresses, len(copies), 0, preview_index)
     domain = sender_domain(settings)
+    staff_url = f"{settings.web.base_url.rstrip('/')}/staff/editions/{edition_id}"
     transport = SmtpTransport(settings)
     signer = DkimSigner.from_settings(settings)
     try:
         for address in addresses:
             for copy in copies:
-                html, text = _with_banner(copy, preview_index)
+                html, text = _with_banner(copy, preview_index, staff_url)
                 message = build_message(
                     settings,
                     to_email=address,
                     to_name=None,
                     subject=f"[Test {copy.key}] {copy.subject}",
-                    html=_fill_for_review(settings, html, html=True),
-                    text=_fill_for_review(settings, text, html=False),
+                    html=_fill_for_review(settings, html),
+                    text=_fill_for_review(settings, text),
                     message_id=make_msgid(idstring=f"review.{edition_id}", domain=domain),
                     list_unsubscribe_url=None,
                     extra_headers={"X-Bulletin-Variant": copy.key, "X-Bulletin-Preview": preview_index},

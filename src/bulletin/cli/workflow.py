@@ -1,4 +1,4 @@
-"""``bulletin edition submit|approve|review|schedule|pause|resume|cancel|history``: the editorial workflow."""
+"""``bulletin edition submit|reopen|approve|review|schedule|pause|resume|cancel|history``: the editorial workflow."""
 
 from __future__ import annotations
 
@@ -39,6 +39,25 @@ def submit_command(app: App, edition_id: int, actor: str) -> None:
     with app.transaction() as session:
         workflow.submit(session, edition_id, actor)
     click.echo(f"Edition {edition_id} is in review.")
+
+
+@edition.command("reopen")
+@click.argument("edition_id", type=int)
+@click.option("--reason", help="Why, for the history.")
+@click.option("--by", "actor", default="cli", show_default=True, help=_BY_HELP)
+@pass_app
+def reopen_command(app: App, edition_id: int, reason: str | None, actor: str) -> None:
+    """Take an edition in review back to draft (its approvals so far are voided).
+
+    Example:
+
+        bulletin edition reopen 12 --reason "the Spanish intro is missing"
+    """
+    from bulletin import workflow
+
+    with app.transaction() as session:
+        workflow.reopen(session, edition_id, actor, reason)
+    click.echo(f"Edition {edition_id} is a draft again.")
 
 
 @edition.command("approve")
