@@ -182,3 +182,19 @@ def test_review_says_which_reviewer_the_server_refused_and_when_it_is_unreachabl
     unreachable = write_config(tmp_path / "down.toml", settings_data(tmp_path, None))
     down = _one_line_error(run(unreachable, "edition", "review", str(edition_id), "--to", "desk@example.org"))
     assert down.startswith("Error: test send to desk@example.org failed after 0 message(s): ")
+
+
+def test_excluding_an_item_of_an_approved_edition_sends_it_back_to_review_at_once(
+    setup: tuple[Path, Settings, Engine, int],
+) -> None:
+    config, _, engine, edition_id = setup
+    run(config, "edition", "submit", str(edition_id))
+    run(config, "edition", "approve", str(edition_id), "--by", "ana")
+    with transaction(engine) as session:
+        item_id = workflow.get_edition(session, edition_id).items[0].news_item_id
+    result = run(config, "edition", "items", str(edition_id), "--exclude", str(item_id))
+    assert result.exit_code == 0, result.output
+    assert "it is back in review" in result.output
+    with transaction(engine) as session:
+        assert workflow.get_edition(session, edition_id).status is EditionStatus.REVIEW
+        assert workflow.valid_approvals(session, edition_id) == []

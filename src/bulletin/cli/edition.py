@@ -242,6 +242,7 @@ def render(app: App, edition_id: int) -> None:
 
         bulletin edition render 3
     """
+    from bulletin import workflow
     from bulletin.compose import render_variants, store_variants
     from bulletin.editions import get_edition
 
@@ -250,7 +251,13 @@ def render(app: App, edition_id: int) -> None:
     with app.reading() as session:
         rendered = render_variants(session, settings, get_edition(session, edition_id))
     with app.transaction() as session:
-        store_variants(session, settings, get_edition(session, edition_id), rendered)
+        current = get_edition(session, edition_id)
+        voided = workflow.refresh_approval(session, settings, current, actor=app.actor)
+        store_variants(session, settings, current, rendered)
+    if voided:
+        click.echo(
+            f"The approval of edition {edition_id} is void ({'; '.join(voided)}); it is back in review.", err=True
+        )
     problems = sum(len(v.problems) for v in rendered)
     empty = sum(1 for v in rendered if v.empty)
     click.echo(f"Rendered and stored {len(rendered)} variants of edition {edition_id}: ", nl=False)
@@ -285,6 +292,7 @@ def items(
 
         bulletin edition items 3 --move 42 1 --exclude 17
     """
+    from bulletin import workflow
     from bulletin.editions import edition_stories, exclude_item, get_edition, include_item, move_item
 
     settings = app.settings
@@ -296,6 +304,11 @@ def items(
             exclude_item(session, edition_id, item_id, settings=settings, actor=app.actor)
         for item_id, position in move:
             move_item(session, edition_id, item_id, position, settings=settings, actor=app.actor)
+        voided = (
+            workflow.refresh_approval(session, settings, get_edition(session, edition_id), actor=app.actor)
+            if changing
+            else []
+        )
         stories = edition_stories(session, settings, get_edition(session, edition_id))
         lines = []
         for story in stories:
@@ -309,6 +322,10 @@ def items(
                 )
     for line in lines:
         click.echo(line)
+    if voided:
+        click.echo(
+            f"The approval of edition {edition_id} is void ({'; '.join(voided)}); it is back in review.", err=True
+        )
 
 
 @edition.command("preview")
