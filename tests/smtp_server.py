@@ -58,6 +58,15 @@ class _Handler:
     def __init__(self, server: RecordingSMTPServer) -> None:
         self.server = server
 
+    async def handle_EHLO(
+        self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:
+            # aiosmtpd reads pipelined commands in order anyway; say so, as most servers do.
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -164,11 +173,12 @@ class RecordingSMTPServer:
     """Runs aiosmtpd in a thread on 127.0.0.1; ``messages`` holds what it accepted.
 
     ``refusals`` lists (address, reply) of every refusal it gave; ``connections`` counts the
-    connections clients opened.
+    connections clients opened. It offers PIPELINING unless ``pipelining=False``.
     """
 
-    def __init__(self, port: int | None = None, **controller_options: Any) -> None:
+    def __init__(self, port: int | None = None, *, pipelining: bool = True, **controller_options: Any) -> None:
         self.port = port or free_port()
+        self.pipelining = pipelining
         self.host = "127.0.0.1"
         self.messages: list[ReceivedMessage] = []
         self.refusals: list[tuple[str, str]] = []

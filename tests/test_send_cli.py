@@ -87,7 +87,7 @@ def test_dry_run_prints_recipients_per_variant_and_sends_nothing(
 
 
 def test_send_then_status(world: tuple[Path, Engine, int, list[str]], smtp_server: RecordingSMTPServer) -> None:
-    config, engine, edition_id, emails = world
+    config, _, edition_id, emails = world
     smtp_server.faults.rcpt_replies[emails[0]] = "550 5.1.1 no such user"
     code, out, err = run(config, "edition", "send", str(edition_id))
     assert code == 0, err

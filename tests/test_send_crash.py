@@ -21,7 +21,7 @@ from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, Sub
 from .send_fixtures import add_subscribers, fast_settings, make_edition, make_settings, write_config
 from .smtp_server import RecordingSMTPServer
 
-SUBSCRIBERS = 300
+SUBSCRIBERS = 400
 
 
 def bulletin(config: Path, *args: str) -> subprocess.Popen[str]:
@@ -37,7 +37,7 @@ def bulletin(config: Path, *args: str) -> subprocess.Popen[str]:
 def test_sigkill_at_random_points_loses_nothing_and_reports_every_uncertain_delivery(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
-    # 150 messages a second: a full send takes about two seconds, so the kills land mid-send.
+    # 150 messages a second, so that each kill lands mid-send (a full send takes about 3 s).
     data = fast_settings(tmp_path, smtp_server, smtp={"messages_per_second": 150.0}, delivery={"batch_size": 20})
     config = write_config(tmp_path / "bulletin.toml", data)
     settings = make_settings(tmp_path, smtp_server)
@@ -50,10 +50,19 @@ def test_sigkill_at_random_points_loses_nothing_and_reports_every_uncertain_deli
     sending_at_kills: set[str] = set()
     copies_when_sent: dict[str, int] = {}
     kills = 0
-    for _ in range(5):
+    # The first kill lands while the process starts or freezes the list, the others mid-send,
+    # after a random number of messages reached the server.
+    plan = [("seconds", rng.uniform(0.2, 0.9))] + [("messages", rng.randint(3, 40)) for _ in range(4)]
+    for kind, amount in plan:
+        arrived = len(smtp_server.messages)
         process = bulletin(config, "edition", "send", str(edition_id), "--json")
-        # Random moments: while starting up, while freezing, and mid-send.
-        time.sleep(rng.uniform(0.4, 2.2))
+        if kind == "seconds":
+            time.sleep(amount)
+        else:
+            deadline = time.monotonic() + 60
+            while len(smtp_server.messages) < arrived + amount and process.poll() is None:
+                assert time.monotonic() < deadline, "the send made no progress"
+                time.sleep(0.005)
         if process.poll() is not None:
             break
         process.send_signal(signal.SIGKILL)
@@ -73,10 +82,11 @@ def test_sigkill_at_random_points_loses_nothing_and_reports_every_uncertain_deli
         # A row marked sent was really handed over (never a cursor ahead of the mail).
         assert all(received[email] >= 1 for email in sent_now)
         # How many copies each sent subscriber had at this kill: a resume must not add any.
-        copies_when_sent = {email: received[email] for email in sent_now}
+        for email in sent_now:
+            copies_when_sent.setdefault(email, received[email])
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
-    assert kills >= 3, "the send finished too fast for the kills to land"
+    assert kills == len(plan), "the send finished before every kill landed"
 
     process = bulletin(config, "edition", "send", str(edition_id), "--json")
     out, err = process.communicate(timeout=120)
@@ -89,7 +99,7 @@ def test_sigkill_at_random_points_loses_nothing_and_reports_every_uncertain_deli
     # Duplicates only among deliveries caught in `sending` by a kill.
     duplicates = {email for email, count in received.items() if count > 1}
     assert duplicates <= sending_at_kills
-    # Nobody who was `sent` at the last kill was sent again.
+    # Nobody found `sent` at a kill was sent again afterwards.
     assert all(received[email] == count for email, count in copies_when_sent.items())
     assert report["status"] == "sent"
     with reading(engine) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,17 @@ from bulletin.models import Delivery, DeliveryState, Edition, Subscriber
 
 from .send_fixtures import add_subscribers, make_edition, make_settings
 from .smtp_server import RecordingSMTPServer
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[RecordingSMTPServer]:
+    """The recording server, with and without PIPELINING: both ways of talking are checked."""
+    server = RecordingSMTPServer(pipelining=request.param)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def prepare(

@@ -45,7 +45,7 @@ def test_quota_holds_over_any_window_even_after_idle_time() -> None:
 def test_it_is_a_limit_not_a_pace() -> None:
     clock = FakeClock()
     limiter = RateLimiter([(14, 1.0)], clock=clock, sleep=clock.sleep)
-    granted = [limiter.acquire() for _ in range(29)]
+    granted = [limiter.reserve() for _ in range(29)]
     assert granted[:14] == [1000.0] * 14
     assert granted[14:28] == [1001.0] * 14
     assert granted[28] == 1002.0
@@ -69,6 +69,16 @@ def test_huge_limits_use_even_spacing_and_still_hold() -> None:
     assert all(b - a >= spacing - 1e-12 for a, b in itertools.pairwise(granted))
 
 
+def test_a_stopping_sender_does_not_wait_for_its_slot() -> None:
+    limiter = RateLimiter([(1, 3600.0)])
+    stop = threading.Event()
+    assert limiter.acquire(stop) is not None
+    threading.Timer(0.1, stop.set).start()
+    started = time.monotonic()
+    assert limiter.acquire(stop) is None
+    assert time.monotonic() - started < 1.0
+
+
 def test_connections_share_one_schedule() -> None:
     limiter = RateLimiter([(20, 0.5)])
     granted: list[float] = []
@@ -77,6 +87,7 @@ def test_connections_share_one_schedule() -> None:
     def connection() -> None:
         for _ in range(15):
             moment = limiter.acquire()
+            assert moment is not None
             with lock:
                 granted.append(moment)
             # The real handing-over happens at the granted time.

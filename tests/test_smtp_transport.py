@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from bulletin import mail
 from bulletin.config import Settings
 from bulletin.smtp import (
+    Envelope,
     PermanentFailure,
     RecipientRefused,
     SmtpConfigError,
@@ -23,6 +25,17 @@ from bulletin.smtp import (
 
 from .send_fixtures import make_settings
 from .smtp_server import RecordingSMTPServer
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[RecordingSMTPServer]:
+    """The recording server, with and without PIPELINING: both ways of talking are checked."""
+    server = RecordingSMTPServer(pipelining=request.param)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def message(settings: Settings, to: str, body: str = "Bonjour à tous.\n") -> Any:
@@ -254,3 +267,59 @@ def test_tls_on_connect(certificate: tuple[Path, Path], tmp_path: Path) -> None:
         assert server.wait_for(1)[0].recipients == ["tls@example.net"]
     finally:
         server.stop()
+
+
+def _raw(settings: Settings, to: str) -> bytes:
+    return mail.message_bytes(settings, message(settings, to))
+
+
+def test_next_envelope_goes_out_with_the_end_of_a_message(smtp_server: RecordingSMTPServer, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, smtp_server)
+    sender = settings.sender.from_address
+    smtp_server.faults.data_replies_for["b@example.net"] = ["451 4.3.0 try later"]
+    smtp_server.faults.rcpt_replies["c@example.net"] = "550 5.1.1 unknown"
+    transport = SmtpTransport(settings)
+    datas = {to: _raw(settings, to) for to in ("a@example.net", "b@example.net", "c@example.net", "d@example.net")}
+
+    def envelope(to: str) -> Envelope:
+        return Envelope(sender, to, len(datas[to]))
+
+    assert transport.send_bytes(sender, "a@example.net", datas["a@example.net"], then=envelope("b@example.net"))
+    # The announced message fails at the end of DATA: the one announced behind it still goes on.
+    with pytest.raises(TemporaryFailure):
+        transport.send_bytes(sender, "b@example.net", datas["b@example.net"], then=envelope("c@example.net"))
+    with pytest.raises(RecipientRefused):
+        transport.send_bytes(sender, "c@example.net", datas["c@example.net"], then=envelope("d@example.net"))
+    transport.send_bytes(sender, "d@example.net", datas["d@example.net"])
+    transport.close()
+    assert smtp_server.recipients() == ["a@example.net", "d@example.net"]
+    assert transport.connections_opened == 1
+
+
+def test_announced_message_after_a_421_goes_on_a_new_connection(
+    smtp_server: RecordingSMTPServer, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, smtp_server)
+    sender = settings.sender.from_address
+    smtp_server.faults.data_replies_for["a@example.net"] = ["421 4.3.2 shutting down"]
+    transport = SmtpTransport(settings)
+    first, second = _raw(settings, "a@example.net"), _raw(settings, "b@example.net")
+    with pytest.raises(TemporaryFailure):
+        transport.send_bytes(sender, "a@example.net", first, then=Envelope(sender, "b@example.net", len(second)))
+    transport.send_bytes(sender, "b@example.net", second)
+    transport.close()
+    assert smtp_server.recipients() == ["b@example.net"]
+    assert transport.connections_opened == 2
+
+
+def test_closing_with_an_announced_message_delivers_nothing_more(
+    smtp_server: RecordingSMTPServer, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, smtp_server)
+    sender = settings.sender.from_address
+    transport = SmtpTransport(settings)
+    first, second = _raw(settings, "a@example.net"), _raw(settings, "b@example.net")
+    transport.send_bytes(sender, "a@example.net", first, then=Envelope(sender, "b@example.net", len(second)))
+    transport.close()
+    time.sleep(0.2)
+    assert smtp_server.recipients() == ["a@example.net"]

@@ -80,10 +80,30 @@ class RateLimiter:
             self._last = moment
             return moment
 
-    def acquire(self) -> float:
-        """Wait until a message may be handed to the server; return the granted time."""
+    def try_acquire(self) -> bool:
+        """Take a slot only if one is free right now."""
+        with self._lock:
+            now = self._clock()
+            if max([self._last, *(limit.earliest() for limit in self._limits)]) > now:
+                return False
+            for limit in self._limits:
+                limit.record(now)
+            self._last = now
+            return True
+
+    def acquire(self, stop: threading.Event | None = None) -> float | None:
+        """Wait until a message may be handed to the server and return the granted time.
+
+        Returns None if ``stop`` was set meanwhile.
+
+        A long wait (an hourly quota used up) is cut into short sleeps so that a stopping
+        sender does not hang.
+        """
         moment = self.reserve()
-        delay = moment - self._clock()
-        if delay > 0:
-            self._sleep(delay)
-        return moment
+        while True:
+            if stop is not None and stop.is_set():
+                return None
+            delay = moment - self._clock()
+            if delay <= 0:
+                return moment
+            self._sleep(min(delay, 0.5))

@@ -13,7 +13,7 @@ import click
 
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
-from bulletin.errors import InvalidInput, NotFound
+from bulletin.errors import Conflict, InvalidInput, NotFound
 
 
 @edition.command("send")
@@ -204,7 +204,7 @@ def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
         with app.transaction() as session:
             problems = workflow.refresh_approval(session, settings, workflow.get_edition(session, edition_id))
         if problems:
-            raise InvalidInput(
+            raise Conflict(
                 f"approval of edition {edition_id} is void because {'; '.join(problems)}: it needs approval again"
             )
         with app.transaction() as session:

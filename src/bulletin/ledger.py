@@ -1,0 +1,592 @@
+"""The delivery ledger: one row per (edition, subscriber), moved forward only after the fact.
+
+A row goes ``pending`` -> ``sending`` -> ``sent``, or ``deferred`` (retried with exponential
+backoff), ``failed`` or ``skipped``. This module freezes the recipient list, claims due rows
+(``sending`` is committed before any SMTP transaction) and records outcomes (``sent`` only after
+the server's 250), with the retry and bounce rules. :mod:`bulletin.send` drives it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from bulletin import mail
+from bulletin.config import Settings
+from bulletin.db import is_sqlite, reading, transaction
+from bulletin.errors import NotFound
+from bulletin.models import (
+    Delivery,
+    DeliveryState,
+    Edition,
+    EditionStatus,
+    EditionVariant,
+    Setting,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+D = DeliveryState
+FREEZE_BATCH = 5000
+NO_NEWS_REASON = "skipped: no news for this reader's language and topics in this edition"
+INTERRUPTED_REASON = "interrupted while sending (may have been delivered); sent again"
+
+
+# ---------------------------------------------------------------------------
+# Reports
+
+
+@dataclass
+class SendReport:
+    """What a run of the sender did."""
+
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    skipped: int = 0
+    # Rows found in ``sending`` (their sender died) and sent again: maybe delivered twice.
+    uncertain: int = 0
+    uncertain_addresses: list[str] = field(default_factory=list)
+    bounced: int = 0
+    halted: bool = False
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    next_retry_at: datetime | None = None
+    editions: list[int] = field(default_factory=list)
+
+    @property
+    def handled(self) -> int:
+        return self.sent + self.deferred + self.failed + self.skipped
+
+    @property
+    def attempted(self) -> int:
+        """Messages handed to the SMTP server (or tried), whatever the outcome."""
+        return self.sent + self.deferred + self.failed
+
+    def merge(self, other: SendReport) -> None:
+        self.sent += other.sent
+        self.deferred += other.deferred
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.uncertain += other.uncertain
+        self.uncertain_addresses += other.uncertain_addresses
+        self.bounced += other.bounced
+        self.halted = self.halted or other.halted
+        self.errors = (self.errors + other.errors)[-20:]
+        self.elapsed += other.elapsed
+        self.editions += other.editions
+        if other.next_retry_at and (self.next_retry_at is None or other.next_retry_at < self.next_retry_at):
+            self.next_retry_at = other.next_retry_at
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "deferred": self.deferred,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "uncertain": self.uncertain,
+            "uncertain_addresses": self.uncertain_addresses,
+            "bounced": self.bounced,
+            "halted": self.halted,
+            "errors": self.errors,
+            "elapsed": round(self.elapsed, 3),
+            "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Freezing the recipient list
+
+
+def _frozen_key(edition_id: int) -> str:
+    return f"send.frozen.{edition_id}"
+
+
+def freeze_recipients(session: Session, settings: Settings, edition: Edition) -> int:
+    """Create the ledger rows of every active subscriber; return how many were added.
+
+    Runs once per edition: the list is frozen in the caller's transaction together with a
+    marker, and a later call (a resumed send) adds nobody. Subscribers are read in batches so
+    memory does not grow with the list. A subscriber whose variant has no news is recorded as
+    ``skipped``; one whose (language, interests) has no rendered variant cannot be recorded and
+    is counted in :func:`freeze_summary`.
+    """
+    if session.get(Setting, _frozen_key(edition.id)) is not None:
+        return 0
+    variants = {
+        (language, interests): (variant_id, item_count)
+        for variant_id, language, interests, item_count in session.execute(
+            select(
+                EditionVariant.id, EditionVariant.language, EditionVariant.interests, EditionVariant.item_count
+            ).where(EditionVariant.edition_id == edition.id)
+        )
+    }
+    from bulletin.compose import subscriber_variant
+
+    # The composer's rule for which variant a subscriber reads, memoised per (language, interests).
+    chosen: dict[tuple[str, str], tuple[str, str]] = {}
+    statement = _insert_ignoring_duplicates(session)
+    count = select(func.count(Delivery.id)).where(Delivery.edition_id == edition.id)
+    before = session.scalar(count) or 0
+    unmatched: dict[str, int] = {}
+    last_id = 0
+    now = utcnow()
+    while True:
+        batch = session.execute(
+            select(Subscriber.id, Subscriber.language, Subscriber.interests)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE, Subscriber.id > last_id)
+            .order_by(Subscriber.id)
+            .limit(FREEZE_BATCH)
+        ).all()
+        if not batch:
+            break
+        last_id = batch[-1][0]
+        rows = []
+        for subscriber_id, language, interests in batch:
+            pair = chosen.get((language, interests))
+            if pair is None:
+                pair = chosen[language, interests] = subscriber_variant(settings, language, interests or "")
+            variant = variants.get(pair)
+            if variant is None:
+                key = f"{pair[0]}|{pair[1]}"
+                unmatched[key] = unmatched.get(key, 0) + 1
+                continue
+            variant_id, item_count = variant
+            rows.append(
+                {
+                    "edition_id": edition.id,
+                    "subscriber_id": subscriber_id,
+                    "variant_id": variant_id,
+                    "state": D.PENDING if item_count else D.SKIPPED,
+                    "last_reply": None if item_count else NO_NEWS_REASON,
+                    "attempts": 0,
+                    "uncertain": 0,
+                    "message_id": mail.make_message_id(settings, edition.id, subscriber_id),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        if rows:
+            session.connection().execute(statement, rows)
+    added = (session.scalar(count) or 0) - before
+    session.add(
+        Setting(
+            key=_frozen_key(edition.id),
+            value=json.dumps({"frozen_at": now.isoformat(), "added": added, "unmatched": unmatched}),
+        )
+    )
+    session.flush()
+    return added
+
+
+def _insert_ignoring_duplicates(session: Session) -> Any:
+    """A Core INSERT into the ledger that leaves an existing (edition, subscriber) row alone."""
+    table = cast(Table, Delivery.__table__)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+    if session.get_bind().dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+    return insert(table)
+
+
+def freeze_summary(session: Session, edition_id: int) -> dict[str, Any] | None:
+    """When the list was frozen, how many rows, and active subscribers left out for lack of a variant."""
+    marker = session.get(Setting, _frozen_key(edition_id))
+    return dict(json.loads(marker.value)) if marker else None
+
+
+def recipients_by_variant(session: Session, settings: Settings, edition_id: int) -> list[dict[str, Any]]:
+    """For a dry run: active subscribers per variant of the edition, without touching the ledger."""
+    from bulletin.compose import variant_subscriber_counts
+
+    counts = variant_subscriber_counts(session, settings)
+    rows: list[dict[str, Any]] = []
+    for variant_id, language, interests, subject, item_count in session.execute(
+        select(
+            EditionVariant.id,
+            EditionVariant.language,
+            EditionVariant.interests,
+            EditionVariant.subject,
+            EditionVariant.item_count,
+        )
+        .where(EditionVariant.edition_id == edition_id)
+        .order_by(EditionVariant.language, EditionVariant.interests)
+    ):
+        rows.append(
+            {
+                "variant_id": variant_id,
+                "key": f"{language}|{interests}",
+                "language": language,
+                "interests": interests,
+                "subject": subject,
+                "items": item_count,
+                "recipients": counts.pop((language, interests), 0),
+            }
+        )
+    for (language, interests), count in sorted(counts.items()):
+        rows.append(
+            {
+                "variant_id": None,
+                "key": f"{language}|{interests}",
+                "language": language,
+                "interests": interests,
+                "subject": None,
+                "items": 0,
+                "recipients": count,
+            }
+        )
+    return rows
+
+
+def iter_recipients(
+    session: Session, settings: Settings, language: str, interests: str, batch: int = 1000
+) -> Iterator[str]:
+    """Addresses of the active subscribers who read one variant, streamed in id order."""
+    from bulletin.compose import subscriber_variant
+
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.email, Subscriber.language, Subscriber.interests)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE, Subscriber.id > last_id)
+            .order_by(Subscriber.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        last_id = rows[-1][0]
+        for _, email, their_language, their_interests in rows:
+            if subscriber_variant(settings, their_language, their_interests or "") == (language, interests):
+                yield email
+
+
+# ---------------------------------------------------------------------------
+# Counts and status
+
+
+def delivery_counts(session: Session, edition_id: int) -> dict[str, int]:
+    """Deliveries of the edition by state (every state present, zero if none)."""
+    counts = {state.value: 0 for state in D}
+    for state, count in session.execute(
+        select(Delivery.state, func.count(Delivery.id))
+        .where(Delivery.edition_id == edition_id)
+        .group_by(Delivery.state)
+    ):
+        counts[D(state).value] = int(count)
+    return counts
+
+
+def delivery_status(
+    session: Session, edition_id: int, *, errors: int = 10, uncertain: int | None = 100
+) -> dict[str, Any]:
+    """Counts by state, the latest errors and the deliveries that may have arrived twice (all if None)."""
+    edition = session.get(Edition, edition_id)
+    if edition is None:
+        raise NotFound(f"no edition {edition_id}")
+    counts = delivery_counts(session, edition_id)
+    error_rows = session.execute(
+        select(Subscriber.email, Delivery.state, Delivery.attempts, Delivery.last_reply, Delivery.updated_at)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.edition_id == edition_id, Delivery.state.in_((D.DEFERRED, D.FAILED)))
+        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
+        .limit(errors)
+    ).all()
+    uncertain_total = session.scalar(
+        select(func.count(Delivery.id)).where(Delivery.edition_id == edition_id, Delivery.uncertain > 0)
+    )
+    uncertain_rows = session.execute(
+        select(Subscriber.email, Delivery.state, Delivery.uncertain, Delivery.sent_at)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.edition_id == edition_id, Delivery.uncertain > 0)
+        .order_by(Delivery.id)
+        .limit(uncertain)
+    ).all()
+    next_retry = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.edition_id == edition_id, Delivery.state == D.DEFERRED
+        )
+    )
+    summary = freeze_summary(session, edition_id)
+    return {
+        "edition": edition_id,
+        "status": edition.status.value,
+        "total": sum(counts.values()),
+        "counts": counts,
+        "next_retry_at": next_retry.isoformat() if next_retry else None,
+        "frozen_at": summary["frozen_at"] if summary else None,
+        "without_variant": summary["unmatched"] if summary else {},
+        "last_errors": [
+            {
+                "email": email,
+                "state": D(state).value,
+                "attempts": attempts,
+                "reply": reply,
+                "at": at.isoformat() if at else None,
+            }
+            for email, state, attempts, reply, at in error_rows
+        ],
+        "uncertain_total": int(uncertain_total or 0),
+        "uncertain": [
+            {"email": email, "state": D(state).value, "times": times, "sent_at": sent.isoformat() if sent else None}
+            for email, state, times, sent in uncertain_rows
+        ],
+    }
+
+
+def in_chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------------
+# Claiming and recording
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    variant_id: int
+    message_id: str
+    email: str
+    name: str | None
+
+
+@dataclass
+class Outcome:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    reply: str
+    # sent, temporary, permanent, released (not attempted: goes back to pending)
+    kind: str
+    bounce: bool = False
+
+
+def _due_queries(edition_id: int, now: datetime) -> list[Any]:
+    # Two simple queries rather than one OR, so each walks the (edition, state, next attempt) index.
+    return [
+        select(Delivery.id).where(
+            Delivery.edition_id == edition_id, Delivery.state == D.PENDING, Delivery.next_attempt_at.is_(None)
+        ),
+        select(Delivery.id).where(
+            Delivery.edition_id == edition_id, Delivery.state == D.DEFERRED, Delivery.next_attempt_at <= now
+        ),
+    ]
+
+
+def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tuple[list[Claimed], int, bool]:
+    """Move up to ``limit`` due rows to ``sending`` (committed); return them, the skipped count, halted.
+
+    Rows of subscribers who are no longer active are marked ``skipped`` instead. Nothing is
+    claimed when the edition is paused or cancelled.
+    """
+    from bulletin.workflow import is_halted
+
+    now = utcnow()
+    with transaction(engine) as session:
+        if is_halted(session, edition_id):
+            return [], 0, True
+        ids: list[int] = []
+        for query in _due_queries(edition_id, now):
+            query = query.limit(limit - len(ids))
+            if not is_sqlite(engine):
+                query = query.with_for_update(skip_locked=True)
+            ids += session.scalars(query)
+            if len(ids) >= limit:
+                break
+        if not ids:
+            return [], 0, False
+        rows = session.execute(
+            select(
+                Delivery.id,
+                Delivery.subscriber_id,
+                Delivery.variant_id,
+                Delivery.message_id,
+                Subscriber.email,
+                Subscriber.name,
+                Subscriber.status,
+            )
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.id.in_(ids))
+            .order_by(Delivery.id)
+        ).all()
+        claimed: list[Claimed] = []
+        gone: dict[str, list[int]] = {}
+        for delivery_id, subscriber_id, variant_id, message_id, email, name, status in rows:
+            if SubscriberStatus(status) is SubscriberStatus.ACTIVE:
+                claimed.append(Claimed(delivery_id, subscriber_id, variant_id, message_id, email, name))
+            else:
+                gone.setdefault(SubscriberStatus(status).value, []).append(delivery_id)
+        if claimed:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([c.delivery_id for c in claimed]))
+                .values(state=D.SENDING, claimed_by=worker, updated_at=now)
+            )
+        for status_name, gone_ids in gone.items():
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(gone_ids))
+                .values(
+                    state=D.SKIPPED,
+                    claimed_by=None,
+                    last_reply=f"skipped: subscriber is {status_name} (changed after the send started)",
+                    updated_at=now,
+                )
+            )
+        return claimed, sum(len(v) for v in gone.values()), False
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before retry number ``attempts`` (1 = first retry): doubling from retry_first up to retry_max."""
+    delivery = settings.delivery
+    return float(min(delivery.retry_first * (2 ** max(attempts - 1, 0)), delivery.retry_max))
+
+
+def _gives_up(settings: Settings, attempts: int) -> bool:
+    """True when the retries scheduled so far already add up to ``give_up_after``."""
+    waited = sum(retry_delay(settings, n) for n in range(1, attempts))
+    return waited + retry_delay(settings, attempts) > settings.delivery.give_up_after
+
+
+def record_outcomes(
+    engine: Engine, settings: Settings, outcomes: list[Outcome], worker: str, report: SendReport
+) -> None:
+    """Write what happened to claimed rows, in one short transaction, and apply the bounce rule."""
+    if not outcomes:
+        return
+    now = utcnow()
+    table = cast(Table, Delivery.__table__)
+    with transaction(engine) as session:
+        mine = and_(Delivery.state == D.SENDING, Delivery.claimed_by == worker)
+        sent = [o for o in outcomes if o.kind == "sent"]
+        if sent:
+            # Core executemany: one statement for the whole group, no ORM objects.
+            session.connection().execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.state == D.SENDING, table.c.claimed_by == worker)
+                .values(
+                    state=D.SENT,
+                    attempts=table.c.attempts + 1,
+                    last_reply=bindparam("b_reply"),
+                    sent_at=now,
+                    updated_at=now,
+                    claimed_by=None,
+                    next_attempt_at=None,
+                ),
+                [{"b_id": o.delivery_id, "b_reply": o.reply[:1000]} for o in sent],
+            )
+            report.sent += len(sent)
+        released = [o.delivery_id for o in outcomes if o.kind == "released"]
+        for chunk in in_chunks(released, 500):
+            session.execute(
+                update(Delivery).where(Delivery.id.in_(chunk), mine).values(state=D.PENDING, claimed_by=None)
+            )
+        temporary = [o for o in outcomes if o.kind == "temporary"]
+        if temporary:
+            attempts = dict(
+                session.execute(
+                    select(Delivery.id, Delivery.attempts).where(Delivery.id.in_([o.delivery_id for o in temporary]))
+                ).all()
+            )
+            for outcome in temporary:
+                tries = attempts.get(outcome.delivery_id, 0) + 1
+                if _gives_up(settings, tries):
+                    values: dict[str, Any] = {
+                        "state": D.FAILED,
+                        "last_reply": f"gave up after {tries} attempts: {outcome.reply}"[:1000],
+                        "next_attempt_at": None,
+                    }
+                    report.failed += 1
+                else:
+                    next_at = now + timedelta(seconds=retry_delay(settings, tries))
+                    values = {"state": D.DEFERRED, "last_reply": outcome.reply[:1000], "next_attempt_at": next_at}
+                    report.deferred += 1
+                    if report.next_retry_at is None or next_at < report.next_retry_at:
+                        report.next_retry_at = next_at
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == outcome.delivery_id, mine)
+                    .values(attempts=tries, claimed_by=None, updated_at=now, **values)
+                )
+                report.errors = [*report.errors[-19:], f"{outcome.email}: {outcome.reply}"]
+        permanent = [o for o in outcomes if o.kind == "permanent"]
+        for outcome in permanent:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == outcome.delivery_id, mine)
+                .values(
+                    state=D.FAILED,
+                    attempts=Delivery.attempts + 1,
+                    last_reply=outcome.reply[:1000],
+                    claimed_by=None,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+            )
+            report.failed += 1
+            report.errors = [*report.errors[-19:], f"{outcome.email}: {outcome.reply}"]
+        bounced = [o for o in permanent if o.bounce]
+        if bounced:
+            report.bounced += _apply_bounce_rule(session, settings, bounced, worker)
+
+
+def _apply_bounce_rule(session: Session, settings: Settings, outcomes: list[Outcome], worker: str) -> int:
+    """Count a permanent failure against each address; make it ``bounced`` after ``bounce_after`` editions."""
+    from bulletin.subscribers import set_status
+
+    ids = [o.subscriber_id for o in outcomes]
+    replies = {o.subscriber_id: o.reply for o in outcomes}
+    session.execute(update(Subscriber).where(Subscriber.id.in_(ids)).values(hard_bounces=Subscriber.hard_bounces + 1))
+    over = session.scalars(
+        select(Subscriber).where(
+            Subscriber.id.in_(ids),
+            Subscriber.hard_bounces >= settings.delivery.bounce_after,
+            Subscriber.status == SubscriberStatus.ACTIVE,
+        )
+    ).all()
+    for subscriber in over:
+        set_status(
+            session,
+            subscriber,
+            SubscriberStatus.BOUNCED,
+            f"sender {worker}",
+            detail=f"failed permanently in {subscriber.hard_bounces} editions; last reply: {replies[subscriber.id]}",
+        )
+    return len(over)
+
+
+def sending_editions(engine: Engine) -> list[int]:
+    """Editions in ``sending`` status, oldest first."""
+    with reading(engine) as session:
+        return list(
+            session.scalars(select(Edition.id).where(Edition.status == EditionStatus.SENDING).order_by(Edition.id))
+        )
+
+
+def unsettled(engine: Engine, edition_id: int) -> int:
+    """Deliveries still pending, sending or deferred."""
+    with reading(engine) as session:
+        return int(
+            session.scalar(
+                select(func.count(Delivery.id)).where(
+                    Delivery.edition_id == edition_id, Delivery.state.in_((D.PENDING, D.SENDING, D.DEFERRED))
+                )
+            )
+            or 0
+        )
