@@ -33,6 +33,8 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/import_subscribers.py
 	$(BIN)/python bench/render_variants.py
+	@command -v smtp-sink >/dev/null || test -x /usr/sbin/smtp-sink || { echo "bench/send_throughput.py needs Debian's postfix (smtp-sink, smtp-source)"; exit 1; }
+	$(BIN)/python bench/send_throughput.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
