@@ -87,10 +87,13 @@ def test_init_writes_a_commented_config_and_creates_the_database(tmp_path: Path)
 
 
 def test_commands_refuse_a_database_that_was_never_set_up(tmp_path: Path) -> None:
+    import sqlite3
+
     config = write(tmp_path, "")
+    sqlite3.connect(tmp_path / "subscribers.db").close()
     result = CliRunner().invoke(cli, ["--config", str(config), "subscribers", "list"])
     assert result.exit_code == 1
-    assert "bulletin db upgrade" in result.output
+    assert "is not set up or is out of date: run 'bulletin db upgrade'" in result.output
 
 
 def test_secret_key_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,3 +102,27 @@ def test_secret_key_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPa
         _ = Settings().secret_key
     monkeypatch.setenv("BULLETIN_SECRET_KEY", "x" * 32)
     assert Settings().secret_key == "x" * 32
+
+
+def test_a_command_on_a_missing_database_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    config = write(tmp_path, "")
+    result = CliRunner().invoke(cli, ["--config", str(config), "subscribers", "list"])
+    assert result.exit_code == 1
+    assert f"no database at {tmp_path / 'subscribers.db'}: run 'bulletin init'" in result.output
+    assert not (tmp_path / "subscribers.db").exists()
+
+
+def test_reading_commands_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    import sqlite3
+
+    config = write(tmp_path, "")
+    assert CliRunner().invoke(cli, ["--config", str(config), "init"]).exit_code == 0
+    writer = sqlite3.connect(tmp_path / "subscribers.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        result = CliRunner().invoke(cli, ["--config", str(config), "subscribers", "list", "--json"])
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "[\n]"

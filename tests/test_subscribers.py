@@ -147,6 +147,8 @@ def test_cli_add_show_set_remove(run, engine: Engine) -> None:  # type: ignore[n
         (["subscribers", "show", "nobody@example.org"], "no subscriber with address"),
         (["subscribers", "set", "nobody@example.org", "--lang", "fr"], "no subscriber with address"),
         (["subscribers", "erase", "nobody@example.org", "--yes"], "no subscriber with address"),
+        (["subscribers", "list", "--lang", "xx"], "unknown language 'xx'"),
+        (["subscribers", "list", "--interest", "nope"], "unknown interest 'nope'"),
     ],
 )
 def test_cli_errors_are_one_line_and_change_nothing(run, engine: Engine, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]

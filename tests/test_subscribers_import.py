@@ -202,3 +202,19 @@ def test_export_import_export_is_identical(run, settings: Settings, tmp_path: Pa
     assert result.exit_code == 0
     assert first.read_bytes() == second.read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_quoted_field_may_hold_a_line_break(settings: Settings, engine: Engine, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "sheet.csv",
+        HEADER
+        + 'ann@example.org,"Ann\nBob",en,youth\n'  # lines 2-3: one record
+        + 'open@example.org,"never closed,fr,\n'  # 4: unterminated, reported alone
+        + "next@example.org,Next,fr,\n",  # 5: still imported
+    )
+    report = import_csv(engine, settings, source)
+    assert emails(engine) == ["ann@example.org", "next@example.org"]
+    assert [line for line, _email, _reason in report.problems] == [4]
+    with reading(engine) as session:
+        ann = find_subscriber(session, "ann@example.org")
+        assert ann is not None and ann.name == "Ann Bob"

@@ -392,16 +392,20 @@ def _check(settings: Settings) -> None:
         raise ConfigError("workflow.approvals_required: must be at least 1")
     if not settings.web.base_url.startswith(("https://", "http://")):
         raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
-    try:
-        from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo
 
-        ZoneInfo(settings.schedule.timezone)
+    from bulletin.cron import CronError, crontab_trigger
+
+    try:
+        zone = ZoneInfo(settings.schedule.timezone)
     except Exception:
         raise ConfigError(f"schedule.timezone: unknown time zone {settings.schedule.timezone!r}") from None
     if settings.schedule.tick_seconds < 1:
         raise ConfigError("schedule.tick_seconds: must be at least 1")
-    if len(settings.schedule.cron.split()) != 5:
-        raise ConfigError(f"schedule.cron: {settings.schedule.cron!r} needs five fields")
+    try:
+        crontab_trigger(settings.schedule.cron, zone)
+    except CronError as exc:
+        raise ConfigError(f"schedule.cron: {exc}") from None
 
 
 def settings_from_dict(data: Mapping[str, Any], base_dir: Path = Path(".")) -> Settings:

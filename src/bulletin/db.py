@@ -32,6 +32,15 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def sqlite_file_missing(url: str) -> Path | None:
+    """The path of a SQLite database file that does not exist yet, else None."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 10000, **kwargs: Any) -> Engine:
     """Create an engine with bulletin's safety settings for its database kind."""
     url = normalise_url(url)

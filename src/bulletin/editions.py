@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
-from sqlalchemy import select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
@@ -182,6 +182,9 @@ def create_edition(
     subjects = _check_languages(settings, subjects, "subject")
     intros = _check_languages(settings, intros, "introduction")
     until = until or utcnow()
+    # With the default period, news ingested after the previous edition was made counts as new
+    # even when its own date is older (a date-only item, a late feed entry).
+    ingested_since: datetime | None = None
     if since is None:
         previous = session.scalar(
             select(Edition)
@@ -191,6 +194,7 @@ def create_edition(
         )
         if previous is not None:
             since = previous.period_end
+            ingested_since = previous.created_at
         else:
             oldest = session.scalar(
                 select(NewsItem.published_at)
@@ -208,7 +212,10 @@ def create_edition(
         for item in session.scalars(
             select(NewsItem)
             .where(
-                NewsItem.published_at >= since,
+                or_(
+                    NewsItem.published_at >= since,
+                    NewsItem.created_at >= ingested_since if ingested_since is not None else false(),
+                ),
                 NewsItem.published_at < until,
                 NewsItem.status != NewsStatus.EXCLUDED,
             )

@@ -24,7 +24,8 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
 
 
 def current_revisions(engine: Engine) -> set[str]:
-    with engine.connect() as connection:
+    # A read: on SQLite it must not wait for (or take) the write lock.
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
 
 

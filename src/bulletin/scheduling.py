@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bulletin import workflow
 from bulletin.config import Settings
+from bulletin.cron import CronError, crontab_trigger
 from bulletin.db import reading, transaction
 from bulletin.errors import BulletinError, Conflict
 from bulletin.models import Lock, utcnow
@@ -375,9 +376,9 @@ def run_heartbeat_job(key: str) -> None:
 def periodic_trigger_for(settings: Settings) -> CronTrigger:
     """The cron trigger of ``schedule.cron`` in ``schedule.timezone``."""
     try:
-        return CronTrigger.from_crontab(settings.schedule.cron, timezone=ZoneInfo(settings.schedule.timezone))
-    except ValueError as exc:
-        raise BulletinError(f"schedule.cron: {settings.schedule.cron!r} is not a valid crontab line: {exc}") from None
+        return crontab_trigger(settings.schedule.cron, ZoneInfo(settings.schedule.timezone))
+    except CronError as exc:
+        raise BulletinError(f"schedule.cron: {exc}") from None
 
 
 class BulletinScheduler:

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from bulletin.subscribers import (
 
 COLUMNS = ("email", "name", "language", "interests")
 MAX_LINE_BYTES = 64 * 1024
+MAX_CONTINUATION_LINES = 10
 BATCH_SIZE = 1000
 
 Outcome = Literal["added", "updated", "unchanged", "suppressed", "error"]
@@ -117,6 +119,45 @@ def _physical_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
             yield number, None
             continue
         yield number, chunk
+
+
+def _records(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (first line number, bytes) for each CSV record; None for an over-long line.
+
+    A record whose quotes are unbalanced continues on the next lines (a quoted field holding a
+    line break), up to MAX_CONTINUATION_LINES; past that the quote is taken as unterminated, the
+    first line is yielded alone (its parse will report it) and the following lines are read again.
+    """
+    pending: deque[tuple[int, bytes | None]] = deque()
+    lines = _physical_lines(stream)
+
+    def next_line() -> tuple[int, bytes | None] | None:
+        return pending.popleft() if pending else next(lines, None)
+
+    while (first := next_line()) is not None:
+        number, raw = first
+        if raw is None or raw.count(b'"') % 2 == 0:
+            yield first
+            continue
+        record, quotes = raw, raw.count(b'"')
+        taken: list[tuple[int, bytes | None]] = []
+        while len(taken) < MAX_CONTINUATION_LINES:
+            following = next_line()
+            if following is None:
+                break
+            taken.append(following)
+            if following[1] is None:
+                break
+            record += following[1]
+            quotes += following[1].count(b'"')
+            if quotes % 2 == 0:
+                break
+        if quotes % 2 == 0 and len(record) <= MAX_LINE_BYTES:
+            yield number, record
+        else:
+            # The quote never closed: the first line is parsed alone (and reported), the rest re-read.
+            yield number, raw
+            pending.extendleft(reversed(taken))
 
 
 def _decode(raw: bytes) -> str:
@@ -297,7 +338,7 @@ def import_csv(
 
     try:
         with stream:
-            lines = _physical_lines(stream)
+            lines = _records(stream)
             layout: _CsvLayout | None = None
             for number, raw in lines:
                 if raw is None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bulletin import __version__
 from bulletin.config import ConfigError, Settings, load_settings
-from bulletin.db import engine_for, reading, transaction
+from bulletin.db import engine_for, reading, sqlite_file_missing, transaction
 from bulletin.errors import BulletinError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +42,9 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            missing = sqlite_file_missing(self.settings.database_url)
+            if missing is not None:
+                raise BulletinError(f"no database at {missing}: run 'bulletin init' (or 'bulletin db upgrade')")
             self._engine = engine_for(self.settings)
             from bulletin.migrate import is_up_to_date
 

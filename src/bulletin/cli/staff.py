@@ -7,8 +7,9 @@ import sys
 import click
 
 from bulletin.cli import App, pass_app
+from bulletin.errors import Conflict
 from bulletin.models import StaffRole
-from bulletin.staff import add_staff, list_staff, parse_role, remove_staff, set_password
+from bulletin.staff import add_staff, find_staff, get_staff, list_staff, parse_role, remove_staff, set_password
 
 ROLE_CHOICES = [role.value for role in StaffRole]
 
@@ -41,6 +42,9 @@ def staff_add(app: App, name: str, role: str, email: str | None, password_stdin:
 
         bulletin staff add marie --role approver --email marie@example.org
     """
+    with app.reading() as session:
+        if find_staff(session, name) is not None:
+            raise Conflict(f"a staff member named {name.strip()!r} already exists")
     password = _read_password(password_stdin)
     with app.transaction() as session:
         member = add_staff(session, name, role=parse_role(role), password=password, email=email)
@@ -58,6 +62,8 @@ def staff_password(app: App, name: str, password_stdin: bool) -> None:
 
         bulletin staff password marie
     """
+    with app.reading() as session:
+        get_staff(session, name)  # before asking for a password nobody can use
     password = _read_password(password_stdin)
     with app.transaction() as session:
         member = set_password(session, name, password)

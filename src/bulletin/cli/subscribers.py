@@ -17,6 +17,8 @@ from bulletin.models import SubscriberStatus
 from bulletin.subscribers import (
     SubscriberFilter,
     add_subscriber,
+    check_interests,
+    check_language,
     erase_subscriber,
     get_subscriber,
     iter_subscribers,
@@ -194,7 +196,9 @@ def list_(app: App, language: str | None, interest: str | None, status: str | No
         bulletin subscribers list --lang fr --status active --json
     """
     query_filter = SubscriberFilter(
-        language=language, interest=interest, status=SubscriberStatus(status) if status else None
+        language=check_language(app.settings, language) if language else None,
+        interest=check_interests(app.settings, [interest]) if interest else None,
+        status=SubscriberStatus(status) if status else None,
     )
     with app.reading() as session:
         rows = (subscriber_as_dict(s) for s in iter_subscribers(session, query_filter))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+from collections.abc import Iterator
 
 import click
 
 from bulletin.cli import App, pass_app
+from bulletin.errors import BulletinError
 
 
 @click.command()
@@ -48,8 +51,7 @@ def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_
 
             stack.enter_context(running_scheduler(engine, settings))
             click.echo("Scheduler running in this process.")
-        click.echo(f"Serving on http://{host}:{port}/ (public address {settings.web.base_url})")
-        uvicorn.run(
+        config = uvicorn.Config(
             web_app,
             host=host,
             port=port,
@@ -58,6 +60,28 @@ def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_
             server_header=False,
             log_level="info",
         )
+        # Bind before starting, so a busy port or a bad address is one clear line.
+        listening = stack.enter_context(_listen(host, port))
+        click.echo(f"Serving on http://{host}:{port}/ (public address {settings.web.base_url})")
+        uvicorn.Server(config).run(sockets=[listening])
+
+
+@contextlib.contextmanager
+def _listen(host: str, port: int) -> Iterator[socket.socket]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise BulletinError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    with listening:
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+            listening.listen(2048)
+        except OSError as exc:
+            raise BulletinError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        yield listening
 
 
 def register(cli: click.Group) -> None:
