@@ -6,24 +6,21 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from bulletin import placeholders
 from bulletin.config import Settings, settings_from_dict
-from bulletin.db import transaction
-from bulletin.models import (
-    Approval,
-    Edition,
-    EditionStatus,
-    EditionVariant,
-    Subscriber,
-    SubscriberStatus,
-    utcnow,
-)
+from bulletin.db import reading, transaction
+from bulletin.models import Approval, Delivery, Edition, EditionStatus, EditionVariant, Subscriber, utcnow
 
+from .factories import fast_settings_data, merge_sections, migrated_engine, subscriber_row
 from .smtp_server import RecordingSMTPServer
 
 LANGUAGES = ("fr", "en", "es")
+DEFAULTS: dict[str, Any] = {
+    "smtp": {"connections": 2, "timeout": 2.0},
+    "delivery": {"give_up_after": 30.0, "bounce_after": 2, "batch_size": 10},
+}
 
 
 def fast_settings(
@@ -35,59 +32,13 @@ def fast_settings(
     delivery: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Settings as a TOML-like dict: a real SMTP server, retries scaled down to fractions of a second."""
-    data: dict[str, Any] = {
-        "database": {"url": database_url or f"sqlite:///{tmp_path / 'subscribers.db'}"},
-        "smtp": {
-            "host": "127.0.0.1",
-            "port": server.port if server else 1,
-            "connections": 2,
-            "messages_per_second": 10000.0,
-            "messages_per_hour": 10_000_000,
-            "timeout": 2.0,
-            **(smtp or {}),
-        },
-        "delivery": {
-            "retry_first": 0.05,
-            "retry_max": 0.2,
-            "give_up_after": 30.0,
-            "bounce_after": 2,
-            "batch_size": 10,
-            **(delivery or {}),
-        },
-        **extra,
-    }
-    return data
+    """The fast settings with two connections, short timeouts, batches of 10 and bounces after two."""
+    sections = merge_sections(DEFAULTS, {"smtp": smtp or {}, "delivery": delivery or {}, **extra})
+    return fast_settings_data(tmp_path, server, database_url=database_url, **sections)
 
 
 def make_settings(tmp_path: Path, server: RecordingSMTPServer | None, **kwargs: Any) -> Settings:
     return settings_from_dict(fast_settings(tmp_path, server, **kwargs), tmp_path)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(value)
-
-
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    """Write settings (tables of scalars) as a bulletin.toml."""
-    lines: list[str] = []
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {_toml(value)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def add_subscribers(
@@ -99,7 +50,7 @@ def add_subscribers(
     interests: tuple[str, ...] = ("", "youth", "cities,youth"),
     domain: str = "example.net",
 ) -> list[str]:
-    """Active subscribers ``user<N>@domain`` spread over languages and interest sets."""
+    """Active, confirmed subscribers ``user<N>@domain`` spread over languages and interest sets."""
     combos = list(itertools.product(languages, interests))
     emails = []
     now = utcnow()
@@ -108,20 +59,51 @@ def add_subscribers(
             language, keys = combos[n % len(combos)]
             email = f"user{n}@{domain}"
             emails.append(email)
-            session.add(
-                Subscriber(
-                    email=email,
-                    email_key=email,
-                    name=f"Reader {n}" if n % 4 else None,
-                    language=language,
-                    interests=keys,
-                    status=SubscriberStatus.ACTIVE,
-                    consent_source="test",
-                    consent_at=now,
-                    confirmed_at=now,
-                )
-            )
+            name = f"Reader {n}" if n % 4 else None
+            session.add(subscriber_row(email, language, keys, name=name, confirmed=True, at=now))
     return emails
+
+
+def sending_world(
+    tmp_path: Path,
+    server: RecordingSMTPServer | None,
+    count: int,
+    *,
+    empty: tuple[tuple[str, str], ...] = (),
+    **overrides: Any,
+) -> tuple[Settings, Engine, int, list[str]]:
+    """Fast settings, a migrated database, ``count`` subscribers and an edition being sent to them."""
+    settings = make_settings(tmp_path, server, **overrides)
+    engine = migrated_engine(settings)
+    emails = add_subscribers(engine, count)
+    return settings, engine, make_edition(engine, settings, empty=empty), emails
+
+
+def frozen_edition(engine: Engine, settings: Settings, count: int) -> tuple[int, list[str]]:
+    """``count`` subscribers and an edition whose recipient list is frozen; its id and the addresses."""
+    emails = add_subscribers(engine, count)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+    return edition_id, emails
+
+
+def freeze(engine: Engine, settings: Settings, edition_id: int) -> int:
+    """Freeze the edition's recipient list into the ledger; return how many rows it made."""
+    from bulletin import send
+
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        return send.freeze_recipients(session, settings, edition)
+
+
+def ledger(engine: Engine, edition_id: int) -> dict[str, Delivery]:
+    """The edition's delivery rows by recipient address."""
+    with reading(engine) as session:
+        rows = session.execute(
+            select(Subscriber.email, Delivery).join(Subscriber).where(Delivery.edition_id == edition_id)
+        ).all()
+        return {email: delivery for email, delivery in rows}
 
 
 def variant_body(language: str, interests: str, edition_id: int) -> tuple[str, str, str]:

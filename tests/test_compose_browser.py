@@ -17,7 +17,8 @@ from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.editions import create_edition, get_edition
 
-from .compose_fixtures import NOW, add_news, add_subscriber, sample_news
+from .compose_fixtures import NOW, add_news, sample_news
+from .factories import add_subscriber
 
 pytestmark = pytest.mark.browser
 

@@ -15,7 +15,8 @@ from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.models import Edition, EditionVariant
 
-from .compose_fixtures import NOW, add_subscriber, make_edition, sample_news
+from .compose_fixtures import NOW, make_edition, sample_news
+from .factories import add_subscriber
 
 
 @pytest.fixture

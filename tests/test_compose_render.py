@@ -18,7 +18,8 @@ from bulletin.db import reading, transaction
 from bulletin.editions import create_edition, get_edition
 from bulletin.models import Edition, EditionVariant
 
-from .compose_fixtures import NOW, add_news, add_subscriber, make_edition
+from .compose_fixtures import NOW, add_news, make_edition
+from .factories import add_subscriber
 
 
 def render(

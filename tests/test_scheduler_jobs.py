@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,17 +13,9 @@ from bulletin import scheduling, workflow
 from bulletin.db import transaction
 from bulletin.models import Delivery, Edition, EditionStatus, utcnow
 
+from .factories import add_subscriber, migrated_engine, wait_until
 from .smtp_server import RecordingSMTPServer
-from .workflow_fixtures import add_subscriber, history, make_settings, migrated, seed
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
+from .workflow_fixtures import history, make_settings, schedule_approved, seed
 
 
 def _news_folder(tmp_path: Path) -> Path:
@@ -59,7 +50,7 @@ def test_the_periodic_job_ingests_drafts_the_edition_and_sends_it_to_the_reviewe
         ingest={"folders": [str(folder)]},
         workflow={"reviewers": ["desk@example.org"]},
     )
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     with transaction(engine) as session:
         add_subscriber(session, "john@example.org", "en")
         add_subscriber(session, "marie@example.org", "fr", "youth")
@@ -86,12 +77,9 @@ def test_a_scheduled_edition_goes_out_once_however_many_ticks_run(
     database_url: str, tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server, database_url=database_url)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
-    with transaction(engine) as session:
-        workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
-        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(seconds=1), "ana")
+    schedule_approved(engine, settings, edition_id, utcnow() + timedelta(seconds=1))
     service = scheduling.BulletinScheduler(engine, settings, tick_seconds=0.2)
     service.start()
     try:
@@ -112,7 +100,7 @@ def test_a_periodic_run_missed_while_no_scheduler_ran_happens_once_at_restart(
 ) -> None:
     folder = _news_folder(tmp_path)
     settings = make_settings(tmp_path, smtp_server, ingest={"folders": [str(folder)]})
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     start = utcnow() + timedelta(seconds=1)
     # Three runs due while the scheduler is down, none after: coalescing makes them one.
     trigger = IntervalTrigger(seconds=0.5, start_date=start, end_date=start + timedelta(seconds=1))
@@ -137,12 +125,10 @@ def test_reviewers_hear_when_a_scheduled_edition_loses_its_approval(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server, workflow={"reviewers": ["desk@example.org"]})
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
+    schedule_approved(engine, settings, edition_id, utcnow() + timedelta(hours=2))
     with transaction(engine) as session:
-        workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
-        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(hours=2), "ana")
         # A new subscriber needs a variant nobody approved.
         add_subscriber(session, "rosa@example.org", "es", "drugs")
     report = scheduling.tick(engine, settings, worker="test")

@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from bulletin import scheduling, workflow
+from bulletin import scheduling
 from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import Lock, utcnow
 
-from .workflow_fixtures import make_settings, migrated, seed, settings_data, write_config
+from .factories import migrated_engine, write_config
+from .workflow_fixtures import make_settings, schedule_approved, seed, settings_data
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_the_lock(any_engine: Engine) -> None:
@@ -96,7 +97,7 @@ def test_a_scheduler_whose_lock_was_taken_over_stops(engine: Engine, settings: S
 def test_scheduler_status_names_the_holder_and_the_editions_waiting(tmp_path: Path) -> None:
     config = write_config(tmp_path / "bulletin.toml", settings_data(tmp_path, None))
     settings = make_settings(tmp_path, None)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     runner = CliRunner()
     idle = runner.invoke(cli, ["--config", str(config), "scheduler", "status"])
@@ -104,10 +105,7 @@ def test_scheduler_status_names_the_holder_and_the_editions_waiting(tmp_path: Pa
     assert idle.output.splitlines()[0] == "No scheduler is running on this database."
 
     year = utcnow().year + 1
-    with transaction(engine) as session:
-        workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
-        workflow.schedule(session, settings, edition_id, f"{year}-12-01 09:00", "ana")
+    schedule_approved(engine, settings, edition_id, f"{year}-12-01 09:00")
     scheduling.acquire_lock(engine, "elsewhere.example.org:4242:abcd")
     busy = runner.invoke(cli, ["--config", str(config), "scheduler", "status"])
     assert busy.exit_code == 0, busy.output

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -18,17 +18,9 @@ from bulletin import scheduling, workflow
 from bulletin.db import transaction
 from bulletin.models import Delivery, EditionStatus, utcnow
 
+from .factories import migrated_engine, wait_until, write_config
 from .smtp_server import RecordingSMTPServer
-from .workflow_fixtures import history, make_settings, migrated, seed, settings_data, write_config
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
+from .workflow_fixtures import history, make_settings, schedule_approved, seed, settings_data
 
 
 @contextmanager
@@ -61,17 +53,14 @@ def test_a_killed_scheduler_restarted_after_the_due_time_sends_the_edition_once(
     sections = {"schedule": {"timezone": "America/Toronto", "cron": "0 6 1 1 *", "tick_seconds": 1}}
     config = write_config(tmp_path / "bulletin.toml", settings_data(tmp_path, smtp_server, **sections))
     settings = make_settings(tmp_path, smtp_server, **sections)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     due = utcnow() + timedelta(seconds=6)
-    with transaction(engine) as session:
-        workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
-        workflow.schedule(session, settings, edition_id, due, "ana")
+    schedule_approved(engine, settings, edition_id, due)
 
     first_log = tmp_path / "first.log"
     with scheduler_process(config, first_log) as first:
-        wait_until(lambda: "scheduler started" in first_log.read_text())
+        wait_until(lambda: "scheduler started" in first_log.read_text(), timeout=30.0)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     assert first.returncode == -signal.SIGKILL
@@ -84,7 +73,7 @@ def test_a_killed_scheduler_restarted_after_the_due_time_sends_the_edition_once(
 
     second_log = tmp_path / "second.log"
     with scheduler_process(config, second_log) as second:
-        wait_until(lambda: _status(engine, edition_id) is EditionStatus.SENT)
+        wait_until(lambda: _status(engine, edition_id) is EditionStatus.SENT, timeout=30.0)
         output = second_log.read_text()
         assert f"took over the scheduler lock from pid {first.pid} on" in output
 
@@ -128,23 +117,20 @@ def test_a_scheduler_killed_in_the_middle_of_a_send_finishes_it_after_a_restart(
     }
     config = write_config(tmp_path / "bulletin.toml", settings_data(tmp_path, smtp_server, **sections))
     settings = make_settings(tmp_path, smtp_server, **sections)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
-    with transaction(engine) as session:
-        workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
-        workflow.schedule(session, settings, edition_id, utcnow(), "ana")
+    schedule_approved(engine, settings, edition_id, utcnow())
     smtp_server.faults.stall_seconds = 0.6
 
     with scheduler_process(config, tmp_path / "first.log") as first:
-        wait_until(lambda: len(smtp_server.messages) >= 1)
+        wait_until(lambda: len(smtp_server.messages) >= 1, timeout=30.0)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     assert _status(engine, edition_id) is EditionStatus.SENDING
     assert len(smtp_server.messages) < 5
 
     with scheduler_process(config, tmp_path / "second.log") as second:
-        wait_until(lambda: _status(engine, edition_id) is EditionStatus.SENT)
+        wait_until(lambda: _status(engine, edition_id) is EditionStatus.SENT, timeout=30.0)
         second.send_signal(signal.SIGTERM)
         second.wait(20)
 

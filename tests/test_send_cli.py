@@ -13,22 +13,18 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from bulletin.cli import cli
-from bulletin.db import make_engine, reading, transaction
-from bulletin.migrate import upgrade
+from bulletin.db import reading, transaction
 from bulletin.models import Delivery, Edition, EditionStatus, Lock, Subscriber, SubscriberStatus, utcnow
 
-from .send_fixtures import add_subscribers, fast_settings, make_edition, make_settings, write_config
+from .factories import write_config
+from .send_fixtures import fast_settings, sending_world
 from .smtp_server import RecordingSMTPServer
 
 
 @pytest.fixture
 def world(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Path, Engine, int, list[str]]:
     config = write_config(tmp_path / "bulletin.toml", fast_settings(tmp_path, smtp_server))
-    settings = make_settings(tmp_path, smtp_server)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    emails = add_subscribers(engine, 9)
-    edition_id = make_edition(engine, settings, empty=(("es", "youth"),))
+    _, engine, edition_id, emails = sending_world(tmp_path, smtp_server, 9, empty=(("es", "youth"),))
     return config, engine, edition_id, emails
 
 

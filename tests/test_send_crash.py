@@ -14,11 +14,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bulletin.db import make_engine, reading
-from bulletin.migrate import upgrade
+from bulletin.db import reading
 from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, Subscriber
 
-from .send_fixtures import add_subscribers, fast_settings, make_edition, make_settings, write_config
+from .factories import write_config
+from .send_fixtures import fast_settings, sending_world
 from .smtp_server import RecordingSMTPServer
 
 SUBSCRIBERS = 400
@@ -40,11 +40,7 @@ def test_sigkill_at_random_points_loses_nothing_and_reports_every_uncertain_deli
     # 150 messages a second, so that each kill lands mid-send (a full send takes about 3 s).
     data = fast_settings(tmp_path, smtp_server, smtp={"messages_per_second": 150.0}, delivery={"batch_size": 20})
     config = write_config(tmp_path / "bulletin.toml", data)
-    settings = make_settings(tmp_path, smtp_server)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    emails = add_subscribers(engine, SUBSCRIBERS)
-    edition_id = make_edition(engine, settings)
+    _settings, engine, edition_id, emails = sending_world(tmp_path, smtp_server, SUBSCRIBERS)
 
     rng = random.Random(5)
     sending_at_kills: set[str] = set()

@@ -2,54 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from bulletin import send
-from bulletin.db import make_engine, reading, transaction
-from bulletin.migrate import upgrade
-from bulletin.models import Delivery, DeliveryState, Edition, Subscriber
+from bulletin.config import Settings
+from bulletin.db import reading
+from bulletin.models import DeliveryState
 
-from .send_fixtures import add_subscribers, make_edition, make_settings
+from .factories import smtp_server_both_ways  # noqa: F401  (the smtp_server fixture of this module)
+from .send_fixtures import freeze, ledger, sending_world
 from .smtp_server import RecordingSMTPServer
-
-
-@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
-def smtp_server(request: pytest.FixtureRequest) -> Iterator[RecordingSMTPServer]:
-    """The recording server, with and without PIPELINING: both ways of talking are checked."""
-    server = RecordingSMTPServer(pipelining=request.param)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def prepare(
     tmp_path: Path, server: RecordingSMTPServer, count: int = 12, **overrides: Any
-) -> tuple[Any, Engine, int, list[str]]:
-    settings = make_settings(tmp_path, server, **overrides)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    emails = add_subscribers(engine, count)
-    edition_id = make_edition(engine, settings)
-    with transaction(engine) as session:
-        edition = session.get(Edition, edition_id)
-        assert edition is not None
-        send.freeze_recipients(session, settings, edition)
+) -> tuple[Settings, Engine, int, list[str]]:
+    settings, engine, edition_id, emails = sending_world(tmp_path, server, count, **overrides)
+    freeze(engine, settings, edition_id)
     return settings, engine, edition_id, emails
-
-
-def rows(engine: Engine, edition_id: int) -> dict[str, Delivery]:
-    with reading(engine) as session:
-        found = session.execute(
-            select(Subscriber.email, Delivery).join(Subscriber).where(Delivery.edition_id == edition_id)
-        ).all()
-        return {email: delivery for email, delivery in found}
 
 
 @pytest.mark.parametrize(
@@ -67,7 +41,7 @@ def test_temporary_refusal_at_rcpt_is_deferred_then_delivered(
 
     assert report.sent == 12 and report.failed == 0 and report.deferred == 2
     assert sorted(smtp_server.recipients()) == sorted(emails)
-    row = rows(engine, edition_id)[target]
+    row = ledger(engine, edition_id)[target]
     assert row.state is DeliveryState.SENT and row.attempts == 3
     assert smtp_server.refusals == [(target, reply), (target, reply)]
     assert any(reply in error for error in report.errors)
@@ -81,7 +55,7 @@ def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: Rec
 
     assert report.sent == 11 and report.failed == 1 and report.deferred == 0
     assert sorted(smtp_server.recipients()) == sorted(e for e in emails if e != emails[3])
-    row = rows(engine, edition_id)[emails[3]]
+    row = ledger(engine, edition_id)[emails[3]]
     assert row.state is DeliveryState.FAILED and row.attempts == 1
     assert row.last_reply == "550 5.1.1 <unknown>: Recipient address rejected"
     with reading(engine) as session:
@@ -109,7 +83,7 @@ def test_connection_dropped_mid_data_is_retried_on_a_new_connection(
     assert report.sent == 20 and report.deferred == 3 and report.failed == 0
     # Cut bodies were not kept: everyone got exactly one copy.
     assert sorted(smtp_server.recipients()) == sorted(emails)
-    dropped = [r for r in rows(engine, edition_id).values() if r.attempts == 2]
+    dropped = [r for r in ledger(engine, edition_id).values() if r.attempts == 2]
     assert len(dropped) == 3
 
 
@@ -133,7 +107,7 @@ def test_stalled_server_times_out_and_the_message_is_retried(tmp_path: Path, smt
     assert report.sent == 6 and report.deferred == 1
     assert any("timed out during DATA" in error for error in report.errors)
     assert set(smtp_server.recipients()) == set(emails)
-    retried = [r for r in rows(engine, edition_id).values() if r.attempts == 2]
+    retried = [r for r in ledger(engine, edition_id).values() if r.attempts == 2]
     assert len(retried) == 1 and retried[0].state is DeliveryState.SENT
 
 
@@ -149,7 +123,7 @@ def test_retries_back_off_exponentially_and_give_up(tmp_path: Path, smtp_server:
 
     report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
 
-    row = rows(engine, edition_id)[emails[1]]
+    row = ledger(engine, edition_id)[emails[1]]
     # Waits of 0.05 + 0.1 + 0.2 = 0.35 s; one more would pass 0.5 s, so the 4th attempt is the last.
     assert row.state is DeliveryState.FAILED and row.attempts == 4
     assert row.last_reply == "gave up after 4 attempts: 452 4.2.2 mailbox full"

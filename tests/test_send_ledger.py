@@ -14,9 +14,8 @@ from sqlalchemy import Engine, select
 
 from bulletin import send
 from bulletin.config import Settings
-from bulletin.db import make_engine, reading, transaction
+from bulletin.db import reading, transaction
 from bulletin.errors import Conflict
-from bulletin.migrate import upgrade
 from bulletin.models import (
     Delivery,
     DeliveryState,
@@ -29,7 +28,8 @@ from bulletin.models import (
     utcnow,
 )
 
-from .send_fixtures import add_subscribers, make_edition, make_settings
+from .factories import migrated_engine
+from .send_fixtures import add_subscribers, freeze, frozen_edition, ledger, make_edition, make_settings, sending_world
 from .smtp_server import RecordingSMTPServer
 
 REQUIRED_HEADERS = (
@@ -48,24 +48,7 @@ REQUIRED_HEADERS = (
 @pytest.fixture
 def setup(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Settings, Engine]:
     settings = make_settings(tmp_path, smtp_server)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return settings, engine
-
-
-def freeze(engine: Engine, settings: Settings, edition_id: int) -> int:
-    with transaction(engine) as session:
-        edition = session.get(Edition, edition_id)
-        assert edition is not None
-        return send.freeze_recipients(session, settings, edition)
-
-
-def ledger(engine: Engine, edition_id: int) -> dict[str, Delivery]:
-    with reading(engine) as session:
-        rows = session.execute(
-            select(Subscriber.email, Delivery).join(Subscriber).where(Delivery.edition_id == edition_id)
-        ).all()
-        return {email: delivery for email, delivery in rows}
+    return settings, migrated_engine(settings)
 
 
 def test_every_active_subscriber_gets_their_variant_once(
@@ -140,9 +123,7 @@ def test_unsubscribed_after_freezing_is_skipped(
     setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
 ) -> None:
     settings, engine = setup
-    emails = add_subscribers(engine, 6)
-    edition_id = make_edition(engine, settings)
-    freeze(engine, settings, edition_id)
+    edition_id, emails = frozen_edition(engine, settings, 6)
     with transaction(engine) as session:
         person = session.scalars(select(Subscriber).where(Subscriber.email == emails[2])).one()
         person.status = SubscriberStatus.UNSUBSCRIBED
@@ -160,9 +141,7 @@ def test_paused_edition_stops_between_batches_and_resumes(
     setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
 ) -> None:
     settings, engine = setup
-    add_subscribers(engine, 30)
-    edition_id = make_edition(engine, settings)
-    freeze(engine, settings, edition_id)
+    edition_id, _ = frozen_edition(engine, settings, 30)
 
     # A slow server, so that the pause lands while the send is under way.
     smtp_server.faults.stall_seconds = 0.03
@@ -198,9 +177,7 @@ def test_paused_edition_stops_between_batches_and_resumes(
 
 def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple[Settings, Engine]) -> None:
     settings, engine = setup
-    add_subscribers(engine, 3)
-    edition_id = make_edition(engine, settings)
-    freeze(engine, settings, edition_id)
+    edition_id, _ = frozen_edition(engine, settings, 3)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         holder = f"{socket.gethostname()}:{other.pid}:cli"
@@ -222,9 +199,7 @@ def test_rows_left_sending_are_uncertain_and_sent_again(
     setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
 ) -> None:
     settings, engine = setup
-    emails = add_subscribers(engine, 8)
-    edition_id = make_edition(engine, settings)
-    freeze(engine, settings, edition_id)
+    edition_id, emails = frozen_edition(engine, settings, 8)
     # A sender died after claiming two rows (one of them had reached the server).
     with transaction(engine) as session:
         for delivery in session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(2)):
@@ -280,11 +255,7 @@ def test_unreachable_server_stops_the_send_and_leaves_rows_untouched(
 
     from .smtp_server import free_port
 
-    settings = make_settings(tmp_path, None, smtp={"port": free_port()})
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    add_subscribers(engine, 5)
-    edition_id = make_edition(engine, settings)
+    settings, engine, edition_id, _ = sending_world(tmp_path, None, 5, smtp={"port": free_port()})
     freeze(engine, settings, edition_id)
     with pytest.raises(BulletinError, match=r"SMTP server unreachable: cannot connect to 127\.0\.0\.1"):
         send.run_send(engine, settings, edition_id, worker="w")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bulletin.db import make_engine, reading, transaction
-from bulletin.migrate import upgrade
+from bulletin.db import reading, transaction
 from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus
 
-from .send_fixtures import add_subscribers, fast_settings, make_edition, make_settings, write_config
+from .factories import write_config
+from .send_fixtures import fast_settings, freeze, sending_world
 from .smtp_server import RecordingSMTPServer
 
 SUBSCRIBERS = 600
@@ -27,7 +27,6 @@ BULLETIN = (sys.executable, "-m", "bulletin")
 def test_three_workers_send_each_message_exactly_once(
     tmp_path: Path, smtp_server: RecordingSMTPServer, postgres_url: str
 ) -> None:
-    from bulletin import send
 
     # 250 a second per worker, so one worker alone would need more than two seconds.
     data = fast_settings(
@@ -38,15 +37,9 @@ def test_three_workers_send_each_message_exactly_once(
         delivery={"batch_size": 25},
     )
     config = write_config(tmp_path / "bulletin.toml", data)
-    settings = make_settings(tmp_path, smtp_server, database_url=postgres_url)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    emails = add_subscribers(engine, SUBSCRIBERS)
-    edition_id = make_edition(engine, settings)
+    settings, engine, edition_id, emails = sending_world(tmp_path, smtp_server, SUBSCRIBERS, database_url=postgres_url)
+    freeze(engine, settings, edition_id)
     with transaction(engine) as session:
-        edition = session.get(Edition, edition_id)
-        assert edition is not None
-        send.freeze_recipients(session, settings, edition)
         # A worker that died mid-send on another machine left five rows claimed.
         ghost_rows = session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(5)).all()
         for row in ghost_rows:

@@ -23,19 +23,9 @@ from bulletin.smtp import (
     send_one,
 )
 
+from .factories import smtp_server_both_ways  # noqa: F401  (the smtp_server fixture of this module)
 from .send_fixtures import make_settings
 from .smtp_server import RecordingSMTPServer
-
-
-@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
-def smtp_server(request: pytest.FixtureRequest) -> Iterator[RecordingSMTPServer]:
-    """The recording server, with and without PIPELINING: both ways of talking are checked."""
-    server = RecordingSMTPServer(pipelining=request.param)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def message(settings: Settings, to: str, body: str = "Bonjour à tous.\n") -> Any:
@@ -220,6 +210,13 @@ def starttls_server(certificate: tuple[Path, Path]) -> Iterator[RecordingSMTPSer
     server.stop()
 
 
+def login_settings(tmp_path: Path, server: RecordingSMTPServer, certificate: tuple[Path, Path]) -> Settings:
+    """STARTTLS to the server, trusting the test certificate, logging in as ``mailer``."""
+    return make_settings(
+        tmp_path, server, smtp={"security": "starttls", "user": "mailer", "ca_file": str(certificate[1])}
+    )
+
+
 def test_starttls_and_auth(
     starttls_server: RecordingSMTPServer,
     certificate: tuple[Path, Path],
@@ -227,11 +224,7 @@ def test_starttls_and_auth(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BULLETIN_SMTP_PASSWORD", "s3cret!")
-    settings = make_settings(
-        tmp_path,
-        starttls_server,
-        smtp={"security": "starttls", "user": "mailer", "ca_file": str(certificate[1])},
-    )
+    settings = login_settings(tmp_path, starttls_server, certificate)
     send_one(settings, message(settings, "secure@example.net"))
     assert starttls_server.wait_for(1)[0].recipients == ["secure@example.net"]
 
@@ -243,11 +236,7 @@ def test_wrong_password_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BULLETIN_SMTP_PASSWORD", "wrong")
-    settings = make_settings(
-        tmp_path,
-        starttls_server,
-        smtp={"security": "starttls", "user": "mailer", "ca_file": str(certificate[1])},
-    )
+    settings = login_settings(tmp_path, starttls_server, certificate)
     with pytest.raises(SmtpConfigError, match="refused the login of 'mailer': 535"):
         send_one(settings, message(settings, "secure@example.net"))
 

@@ -21,6 +21,7 @@ from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import StaffRole, SubscriberStatus
 
+from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer, free_port
 from .web_support import (
     ServerThread,
@@ -28,7 +29,6 @@ from .web_support import (
     add_staff_member,
     add_subscriber_row,
     make_edition,
-    migrated_engine,
     received_links,
     subscriber_state,
     web_settings,

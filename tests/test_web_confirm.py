@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from html import unescape
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -13,24 +11,16 @@ from bulletin.db import reading
 from bulletin.links import CONFIRM_MAX_AGE
 from bulletin.models import SubscriberEvent, SubscriberStatus
 
-from .smtp_server import RecordingSMTPServer
 from .web_support import (
     WebEnv,
     add_subscriber_row,
     csrf_of,
-    make_env,
     old_confirm_token,
     subscriber_state,
     tampered,
     token_of,
+    web_env,  # noqa: F401  (the web fixture)
 )
-
-
-@pytest.fixture
-def web(tmp_path: Path, smtp_server: RecordingSMTPServer) -> Iterator[WebEnv]:
-    env = make_env(tmp_path, smtp_server)
-    yield env
-    env.engine.dispose()
 
 
 def pending(web: WebEnv, email: str = "ines@example.org", language: str = "es") -> tuple[int, str]:

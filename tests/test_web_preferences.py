@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from html import unescape
-from pathlib import Path
 
 import pytest
 
 from bulletin.models import SubscriberStatus
 
-from .smtp_server import RecordingSMTPServer
-from .web_support import WebEnv, add_subscriber_row, csrf_of, make_env, subscriber_state, tampered, token_of
+from .web_support import (
+    WebEnv,
+    add_subscriber_row,
+    csrf_of,
+    subscriber_state,
+    tampered,
+    token_of,
+    web_env,  # noqa: F401  (the web fixture)
+)
 
 EMAIL = "maria@example.org"
-
-
-@pytest.fixture
-def web(tmp_path: Path, smtp_server: RecordingSMTPServer) -> Iterator[WebEnv]:
-    env = make_env(tmp_path, smtp_server)
-    yield env
-    env.engine.dispose()
 
 
 def preferences_path(web: WebEnv, *, status: SubscriberStatus = SubscriberStatus.ACTIVE) -> str:

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bulletin.models import SubscriberStatus
 
-from .smtp_server import RecordingSMTPServer
+from .factories import migrated_engine
 from .web_support import (
     WebEnv,
     add_subscriber_row,
     client_for,
     csrf_of,
-    make_env,
-    migrated_engine,
     token_of,
+    web_env,  # noqa: F401  (the web fixture)
     web_settings,
 )
-
-
-@pytest.fixture
-def web(tmp_path: Path, smtp_server: RecordingSMTPServer) -> Iterator[WebEnv]:
-    env = make_env(tmp_path, smtp_server)
-    yield env
-    env.engine.dispose()
 
 
 def public_paths(web: WebEnv) -> list[str]:

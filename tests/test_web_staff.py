@@ -27,6 +27,7 @@ from bulletin.models import (
 )
 from bulletin.staff import set_password
 
+from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer
 from .web_support import (
     PASSWORD,
@@ -38,7 +39,6 @@ from .web_support import (
     csrf_of,
     log_in,
     make_edition,
-    migrated_engine,
     staff_csrf,
     web_settings,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 
@@ -13,14 +12,15 @@ from bulletin.db import reading
 from bulletin.models import RateEvent, Subscriber, SubscriberStatus
 
 from .smtp_server import RecordingSMTPServer
-from .web_support import WebEnv, add_subscriber_row, csrf_of, make_env, received_links, subscriber_state
-
-
-@pytest.fixture
-def web(tmp_path: Path, smtp_server: RecordingSMTPServer) -> Iterator[WebEnv]:
-    env = make_env(tmp_path, smtp_server)
-    yield env
-    env.engine.dispose()
+from .web_support import (
+    WebEnv,
+    add_subscriber_row,
+    csrf_of,
+    make_env,
+    received_links,
+    subscriber_state,
+    web_env,  # noqa: F401  (the web fixture)
+)
 
 
 def subscribe(web: WebEnv, email: str, *, language: str = "fr", interests: tuple[str, ...] = (), **headers: str):  # type: ignore[no-untyped-def]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from sqlalchemy import select
@@ -12,17 +9,18 @@ from sqlalchemy import select
 from bulletin.db import reading
 from bulletin.models import SubscriberEvent, SubscriberStatus
 
-from .smtp_server import RecordingSMTPServer
-from .web_support import WebEnv, add_subscriber_row, client_for, csrf_of, make_env, subscriber_state, tampered, token_of
+from .web_support import (
+    WebEnv,
+    add_subscriber_row,
+    client_for,
+    csrf_of,
+    subscriber_state,
+    tampered,
+    token_of,
+    web_env,  # noqa: F401  (the web fixture)
+)
 
 EMAIL = "olu@example.org"
-
-
-@pytest.fixture
-def web(tmp_path: Path, smtp_server: RecordingSMTPServer) -> Iterator[WebEnv]:
-    env = make_env(tmp_path, smtp_server)
-    yield env
-    env.engine.dispose()
 
 
 def unsubscribe_path(web: WebEnv, status: SubscriberStatus = SubscriberStatus.ACTIVE) -> str:

@@ -15,8 +15,9 @@ from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import Delivery, EditionStatus, utcnow
 
+from .factories import add_subscriber, migrated_engine, write_config
 from .smtp_server import RecordingSMTPServer
-from .workflow_fixtures import add_subscriber, history, make_settings, migrated, seed, settings_data, write_config
+from .workflow_fixtures import history, make_settings, seed, settings_data
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def setup(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Path, Setti
     data = settings_data(tmp_path, smtp_server)
     config = write_config(tmp_path / "bulletin.toml", data)
     settings = make_settings(tmp_path, smtp_server)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     return config, settings, engine, edition_id
 

@@ -18,17 +18,9 @@ from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, Subscri
 from bulletin.news.ingest import ingest_sources
 from bulletin.scheduling import tick
 
+from .factories import add_subscriber, migrated_engine
 from .smtp_server import RecordingSMTPServer
-from .workflow_fixtures import (
-    PERIOD_END,
-    PERIOD_START,
-    add_news,
-    add_subscriber,
-    history,
-    make_settings,
-    migrated,
-    seed,
-)
+from .workflow_fixtures import PERIOD_END, PERIOD_START, add_news, history, make_settings, seed
 
 S = EditionStatus
 
@@ -36,7 +28,7 @@ S = EditionStatus
 @pytest.fixture
 def world(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Settings, Engine, dict[str, int]]:
     settings = make_settings(tmp_path, smtp_server)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     return settings, engine, seed(engine, settings)
 
 
@@ -61,7 +53,7 @@ def test_an_edition_goes_from_draft_to_sent_through_approval_and_every_move_is_l
     database_url: str, tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server, database_url=database_url)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     _approve(engine, settings, edition_id)
     send_at = utcnow() + timedelta(hours=1)
@@ -95,7 +87,7 @@ def test_approval_is_refused_before_review_and_needs_distinct_approvers(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session, pytest.raises(Conflict, match="submit it for review first"):
         workflow.approve(session, settings, edition_id, "ana")
@@ -124,7 +116,7 @@ def test_approval_is_refused_while_a_variant_breaks_the_checks(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server, compose={"max_html_bytes": 2000})
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
@@ -204,7 +196,7 @@ def _ingested_world(tmp_path: Path, settings: Settings, engine: Engine) -> tuple
 
 def test_a_news_item_changed_by_reingest_voids_the_approval(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
     settings = make_settings(tmp_path, smtp_server)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id, page = _ingested_world(tmp_path, settings, engine)
     _approve(engine, settings, edition_id)
     # Ingesting the same file again changes nothing, so the approval holds.
@@ -323,7 +315,7 @@ def test_a_variant_with_no_items_is_approved_but_an_edition_with_none_is_not(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     with transaction(engine) as session:
         add_subscriber(session, "ana@example.org", "es", "drugs")
         item = add_news(session, "Seguridad en los barrios", "es", "cities")
@@ -359,7 +351,7 @@ def test_pause_stops_a_send_between_batches_and_resume_continues_it(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server, delivery={"batch_size": 2})
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     _approve(engine, settings, edition_id)
     from bulletin import send

@@ -12,8 +12,9 @@ from bulletin.db import transaction
 from bulletin.links import subscriber_url
 from bulletin.models import EditionVariant, Subscriber
 
+from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer
-from .workflow_fixtures import make_settings, migrated, seed
+from .workflow_fixtures import make_settings, seed
 
 
 def _fill(body: str, *, name: str | None, unsubscribe: str, preferences: str, as_html: bool) -> str:
@@ -30,7 +31,7 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
     settings = make_settings(tmp_path, smtp_server)
-    engine = migrated(settings)
+    engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")

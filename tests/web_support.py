@@ -7,11 +7,13 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 
 with warnings.catch_warnings():
@@ -20,12 +22,12 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from bulletin.config import Settings, settings_from_dict
-from bulletin.db import make_engine, reading, transaction
-from bulletin.migrate import upgrade
-from bulletin.models import NewsItem, StaffRole, Subscriber, SubscriberStatus, utcnow
+from bulletin.db import reading, transaction
+from bulletin.models import StaffRole, Subscriber, SubscriberStatus, utcnow
 from bulletin.staff import add_staff
 from bulletin.web import create_app
 
+from .factories import add_news_item, add_subscriber, migrated_engine
 from .smtp_server import RecordingSMTPServer
 
 PASSWORD = "correct horse battery"
@@ -48,6 +50,14 @@ def make_env(tmp_path: Path, recorder: RecordingSMTPServer, **extra: Any) -> Web
     return WebEnv(settings, engine, client_for(settings, engine), recorder)
 
 
+@pytest.fixture(name="web")
+def web_env(tmp_path: Path, smtp_server: RecordingSMTPServer) -> Iterator[WebEnv]:
+    """The web app on a fresh database, sending through the recording SMTP server."""
+    env = make_env(tmp_path, smtp_server)
+    yield env
+    env.engine.dispose()
+
+
 def web_settings(tmp_path: Path, *, base_url: str = "http://testserver", smtp_port: int = 25, **extra: Any) -> Settings:
     data: dict[str, Any] = {
         "database": {"url": f"sqlite:///{tmp_path / 'web.db'}"},
@@ -57,12 +67,6 @@ def web_settings(tmp_path: Path, *, base_url: str = "http://testserver", smtp_po
         **extra,
     }
     return settings_from_dict(data, tmp_path)
-
-
-def migrated_engine(settings: Settings) -> Engine:
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return engine
 
 
 def client_for(settings: Settings, engine: Engine) -> TestClient:
@@ -84,22 +88,10 @@ def add_subscriber_row(
     interests: str = "",
     name: str | None = None,
 ) -> int:
+    """A subscriber who consented, and confirmed if active."""
     with transaction(engine) as session:
-        now = utcnow()
-        subscriber = Subscriber(
-            email=email,
-            email_key=email.lower(),
-            name=name,
-            language=language,
-            interests=interests,
-            status=status,
-            consent_source="test",
-            consent_at=now,
-            confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
-        )
-        session.add(subscriber)
-        session.flush()
-        return subscriber.id
+        confirmed = status == SubscriberStatus.ACTIVE
+        return add_subscriber(session, email, language, interests, name=name, status=status, confirmed=confirmed)
 
 
 def subscriber_state(engine: Engine, email: str) -> Subscriber | None:
@@ -142,22 +134,17 @@ def add_news(engine: Engine, *, days_ago: float = 1.0) -> list[int]:
     ids = []
     with transaction(engine) as session:
         for index, (key, language, title, topics, text) in enumerate(stories):
-            item = NewsItem(
-                title=title,
-                body=[{"type": "paragraph", "text": text}],
-                summary=text,
+            item = add_news_item(
+                session,
+                title,
+                language,
+                topics,
+                key=key,
                 link=f"https://www.example.org/{language}/{key}",
-                language=language,
+                summary=text,
+                text=text,
                 published_at=published - timedelta(minutes=index),
-                topics=topics,
-                translation_key=key,
-                source=f"test:{key}:{language}",
-                source_kind="test",
-                source_id=f"{key}-{language}",
-                content_hash=f"{index:064d}",
             )
-            session.add(item)
-            session.flush()
             ids.append(item.id)
     return ids
 
