@@ -8,6 +8,7 @@ preference tokens never expire; confirmation tokens expire after seven days.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -46,6 +47,8 @@ def email_digest(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:16]
 
 
+# Serializers hold no state between calls; building one costs more than signing a token with it.
+@functools.lru_cache(maxsize=64)
 def _serializer(secret: str, purpose: Purpose) -> URLSafeSerializer | URLSafeTimedSerializer:
     if purpose == "confirm":
         return URLSafeTimedSerializer(secret, salt="bulletin-confirm")

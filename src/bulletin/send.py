@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
 
 from bulletin import links, mail
 from bulletin.config import Settings
@@ -53,7 +54,7 @@ from bulletin.ledger import (
     unsettled,
 )
 from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant, Lock, Subscriber, utcnow
-from bulletin.ratelimit import RateLimiter
+from bulletin.ratelimit import Limiter, Permit, limiter_for
 from bulletin.smtp import Envelope, SmtpFailure, SmtpTransport, Transport
 
 __all__ = [
@@ -118,6 +119,12 @@ def _holder_is_alive(lock: Lock, now: datetime) -> bool:
         except PermissionError:
             pass
     return now - lock.heartbeat_at < STALE_AFTER
+
+
+def _worker_alive(session: Session, holder: str) -> bool:
+    """Whether the PostgreSQL worker named ``holder`` still keeps its heartbeat."""
+    lock = session.get(Lock, f"worker:{holder}"[:80])
+    return lock is not None and lock.holder == holder and _holder_is_alive(lock, utcnow())
 
 
 class Holder:
@@ -314,7 +321,7 @@ class _Connections:
         self,
         settings: Settings,
         templates: _Templates,
-        limiter: RateLimiter,
+        limiter: Limiter,
         transport_factory: TransportFactory,
         results: queue.Queue[Outcome | BaseException],
     ) -> None:
@@ -375,18 +382,20 @@ class _Connections:
     def _run(self) -> None:
         transport = self.transport_factory(self.settings)
         mail_from = self.settings.sender.from_address
-        # The next entry, taken early so its envelope can go out with this one's end.
+        # The next entry, taken early so its envelope can go out with this one's end, and its permit.
         ahead: list[tuple[Claimed, bytes | BaseException] | None] = []
-        slot_taken = False
+        permit_ahead: Permit | None = None
         try:
             while True:
                 entry = ahead.pop() if ahead else self.ready.get()
-                has_slot, slot_taken = slot_taken, False
+                permit, permit_ahead = permit_ahead, None
                 if entry is None:
                     return
                 item, data = entry
                 if self.stop.is_set():
                     self._release(item)
+                    if permit is not None:
+                        self.limiter.settle(permit, used=False)
                     continue
                 then = None
                 if isinstance(data, bytes):
@@ -394,12 +403,16 @@ class _Connections:
                         ahead.append(self.ready.get_nowait())
                     following = ahead[0] if ahead else None
                     # Announce it only if it is a message and the rate limit lets it go out now.
-                    if following is not None and isinstance(following[1], bytes) and self.limiter.try_acquire():
-                        then, slot_taken = Envelope(mail_from, following[0].email, len(following[1])), True
-                outcome = self._send(transport, mail_from, item, data, has_slot=has_slot, then=then)
+                    if following is not None and isinstance(following[1], bytes):
+                        permit_ahead = self.limiter.permit_now()
+                        if permit_ahead is not None:
+                            then = Envelope(mail_from, following[0].email, len(following[1]))
+                outcome = self._send(transport, mail_from, item, data, permit=permit, then=then)
                 if outcome is not None:
                     self.results.put(outcome)
         finally:
+            if permit_ahead is not None:
+                self.limiter.settle(permit_ahead, used=False)
             for leftover in ahead:
                 if leftover is not None:
                     self._release(leftover[0])
@@ -413,16 +426,21 @@ class _Connections:
         item: Claimed,
         data: bytes | BaseException,
         *,
-        has_slot: bool,
+        permit: Permit | None,
         then: Envelope | None,
     ) -> Outcome | None:
         """Hand one message over; return its outcome, or None when the whole send must stop."""
+        handed_over = False
         try:
             if isinstance(data, BaseException):
                 raise data
-            if not has_slot and self.limiter.acquire(self.stop) is None:
-                self._release(item)
-                return None
+            if permit is None:
+                permit = self.limiter.permit(self.stop)
+                if permit is None:
+                    self._release(item)
+                    return None
+            # From here the server may take the message in: its permit counts until the answer.
+            handed_over = True
             reply = transport.send_bytes(mail_from, item.email, data, stuffed=True, then=then)
             self.connected_once.set()
             return Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
@@ -444,6 +462,9 @@ class _Connections:
         except Exception as exc:  # a bug must not leave the row claimed forever
             log.exception("sending to %s failed", item.email)
             self._abort(item, exc)
+        finally:
+            if permit is not None:
+                self.limiter.settle(permit, used=handed_over)
         return None
 
     def _abort(self, item: Claimed, error: BaseException) -> None:
@@ -489,7 +510,7 @@ def run_send(
     wait_for_retries: bool = False,
     progress: Callable[[Progress], None] | None = None,
     transport_factory: TransportFactory = SmtpTransport,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
 ) -> SendReport:
     """Send every due delivery of the edition; stop when none is due or the edition is halted.
 
@@ -508,9 +529,9 @@ def run_send(
         _note_recovered(report, recover_interrupted(engine, edition_id, worker))
         templates = _Templates(engine, settings, edition_id)
         results: queue.Queue[Outcome | BaseException] = queue.Queue()
-        connections = _Connections(
-            settings, templates, limiter or RateLimiter.from_settings(settings), transport_factory, results
-        )
+        # On PostgreSQL the limit is shared with every other worker through the database.
+        own_limiter = limiter or limiter_for(engine, settings, worker, holder_alive=_worker_alive)
+        connections = _Connections(settings, templates, own_limiter, transport_factory, results)
         pending: list[Outcome] = []
         try:
             _drive(
@@ -524,7 +545,11 @@ def run_send(
                 item = results.get()
                 if isinstance(item, Outcome):
                     pending.append(item)
-            record_outcomes(engine, settings, pending, worker, report)
+            try:
+                record_outcomes(engine, settings, pending, worker, report)
+            finally:
+                if limiter is None:
+                    own_limiter.close()
     report.elapsed = time.monotonic() - started
     return report
 
@@ -571,6 +596,8 @@ def _drive(
                 raise failure
             if report.halted or not wait_for_retries:
                 return
+            # Idle until retries come due: hold no permits another worker could use.
+            connections.limiter.flush()
             # Everything due is done; wait for the next deferred row to come due.
             next_due = _next_due(engine, edition_id)
             if next_due is None:

@@ -1,7 +1,7 @@
 """SQLAlchemy models of bulletin, one module per concept."""
 
 from bulletin.models.base import Base, UTCDateTime, utcnow
-from bulletin.models.delivery import Delivery, DeliveryState
+from bulletin.models.delivery import Delivery, DeliveryState, SendRatePermit
 from bulletin.models.edition import (
     Approval,
     Edition,
@@ -29,6 +29,7 @@ __all__ = [
     "NewsItem",
     "NewsStatus",
     "RateEvent",
+    "SendRatePermit",
     "Setting",
     "StaffMember",
     "StaffRole",

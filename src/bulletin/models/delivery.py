@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bulletin.models.base import Base, UTCDateTime, utcnow
@@ -54,3 +54,20 @@ class Delivery(Base):
         UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),
         Index("ix_deliveries_due", "edition_id", "state", "next_attempt_at"),
     )
+
+
+class SendRatePermit(Base):
+    """Send permits a PostgreSQL worker took from the shared rate limit (see ``bulletin.ratelimit``).
+
+    ``ends_at`` is NULL while the permits may still be in use; then it is the moment (database
+    clock, epoch seconds) by which every message sent with them had been answered.
+    """
+
+    __tablename__ = "send_rate_permits"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    count: Mapped[int] = mapped_column(Integer)
+    ends_at: Mapped[float | None] = mapped_column(Float(precision=53))
+
+    __table_args__ = (Index("ix_send_rate_permits_ends_at", "ends_at"),)
