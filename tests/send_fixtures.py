@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +184,30 @@ def make_edition(
             )
         session.add(Approval(edition_id=edition.id, approver="tester", at=now, variant_hashes=hashes))
         return edition.id
+
+
+BULLETIN = (sys.executable, "-m", "bulletin")
+
+
+def run_workers(config: Path, count: int) -> list[tuple[str, str]]:
+    """Run ``count`` real ``bulletin worker --once`` processes at once; return their (stdout, stderr)."""
+    workers = [
+        subprocess.Popen(
+            [*BULLETIN, "--config", str(config), "worker", "--once", "--poll", "0.1", "--name", f"w{n}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        for n in range(count)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+    return outputs
+
+
+def assert_each_received_once(server: RecordingSMTPServer, emails: list[str]) -> None:
+    received = Counter(server.recipients())
+    assert set(received) == set(emails)
+    assert max(received.values()) == 1, [email for email, count in received.items() if count > 1]

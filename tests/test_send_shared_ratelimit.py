@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import bisect
-import os
 import random
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,10 +21,16 @@ from bulletin.models import Delivery, DeliveryState, SendRatePermit
 from bulletin.ratelimit import RateLimiter, SharedRateLimiter
 
 from .factories import write_config
-from .send_fixtures import add_subscribers, fast_settings, freeze, make_edition, make_settings
+from .send_fixtures import (
+    add_subscribers,
+    assert_each_received_once,
+    fast_settings,
+    freeze,
+    make_edition,
+    make_settings,
+    run_workers,
+)
 from .smtp_server import RecordingSMTPServer
-
-BULLETIN = (sys.executable, "-m", "bulletin")
 
 
 def most_in_any_window(times: list[float], period: float) -> int:
@@ -73,23 +76,8 @@ def test_three_worker_processes_keep_the_quota_over_every_second(
     smtp_server.faults.stall_count = 12
 
     # Each worker alone may send 20 a second: three of them could send 60.
-    workers = [
-        subprocess.Popen(
-            [*BULLETIN, "--config", str(config), "worker", "--once", "--poll", "0.1", "--name", f"w{n}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        for n in range(3)
-    ]
-    outputs = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err
-
-    received = Counter(smtp_server.recipients())
-    assert set(received) == set(emails)
-    assert max(received.values()) == 1, [email for email, count in received.items() if count > 1]
+    outputs = run_workers(config, 3)
+    assert_each_received_once(smtp_server, emails)
     times = [message.received_at for message in smtp_server.messages]
     assert most_in_any_window(times, 1.0) <= 20
     per_worker = [int(re.search(r"^worker \S+: (\d+) sent", out, re.M).group(1)) for out, _ in outputs]  # type: ignore[union-attr]

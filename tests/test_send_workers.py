@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,11 +13,10 @@ from bulletin.db import reading, transaction
 from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus
 
 from .factories import write_config
-from .send_fixtures import fast_settings, freeze, sending_world
+from .send_fixtures import assert_each_received_once, fast_settings, freeze, run_workers, sending_world
 from .smtp_server import RecordingSMTPServer
 
 SUBSCRIBERS = 600
-BULLETIN = (sys.executable, "-m", "bulletin")
 
 
 @pytest.mark.postgres
@@ -47,23 +43,8 @@ def test_three_workers_send_each_message_exactly_once(
             row.claimed_by = "otherhost:4242:worker"
         ghost_ids = {row.id for row in ghost_rows}
 
-    workers = [
-        subprocess.Popen(
-            [*BULLETIN, "--config", str(config), "worker", "--once", "--poll", "0.1", "--name", f"w{n}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        for n in range(3)
-    ]
-    outputs = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err
-
-    received = Counter(smtp_server.recipients())
-    assert set(received) == set(emails)
-    assert max(received.values()) == 1, [email for email, count in received.items() if count > 1]
+    outputs = run_workers(config, 3)
+    assert_each_received_once(smtp_server, emails)
     per_worker = [int(re.search(r"^worker \S+: (\d+) sent", out, re.M).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
     assert sum(per_worker) == SUBSCRIBERS
     assert sum(1 for count in per_worker if count > 0) >= 2, per_worker

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import StaffRole, SubscriberStatus
+from bulletin.preview import CHROMIUM_ARGS
 
 from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer, free_port
@@ -37,14 +38,6 @@ from .web_support import (
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 WIDTHS = {"phone": 375, "desktop": 1280}
 
