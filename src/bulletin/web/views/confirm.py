@@ -12,8 +12,8 @@ from starlette.responses import Response
 
 from bulletin.links import InvalidToken
 from bulletin.optin import confirm_by_token
-from bulletin.web.pages import CSRF_FIELD, client_ip, csrf_valid, page_language, render, settings_of, user_agent, write
-from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load
+from bulletin.web.pages import client_ip, page_language, render, settings_of, user_agent, write
+from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 
 
 async def confirm_page(request: Request) -> Response:
@@ -28,13 +28,10 @@ async def confirm_page(request: Request) -> Response:
 async def confirm_submit(request: Request) -> Response:
     """POST /confirm/{token}: activate and record the consent (time, IP address, browser)."""
     token = str(request.path_params["token"])
-    found = await load(request, "confirm")
-    if isinstance(found, InvalidToken):
-        return link_error(request, found, "confirm")
-    text = page_language(request, found.language)
-    form = await request.form()
-    if not csrf_valid(request, form.get(CSRF_FIELD)):
-        return render(request, "form_expired.html", {}, text=text, status_code=403)
+    posted = await load_posted(request, "confirm")
+    if isinstance(posted, Response):
+        return posted
+    text = posted.text
     ip = client_ip(request)
     agent = user_agent(request)
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bulletin.links import InvalidToken, Purpose, subscriber_url
 from bulletin.models import Subscriber, SubscriberStatus
 from bulletin.web.language import PageText
-from bulletin.web.pages import page_language, read, render, settings_of
+from bulletin.web.pages import CSRF_FIELD, csrf_valid, page_language, read, render, settings_of
 from bulletin.web.tokens import subscriber_for_token
 
 
@@ -74,3 +76,30 @@ def link_error(request: Request, error: InvalidToken, purpose: Purpose, text: Pa
         text=text,
         status_code=410 if expired else 400,
     )
+
+
+@dataclass(frozen=True)
+class PostedLink:
+    """A form posted to a signed link that passed the token and CSRF checks."""
+
+    subscriber: LinkedSubscriber
+    text: PageText
+    form: FormData
+
+
+async def load_posted(
+    request: Request, purpose: Purpose, *, csrf_exempt: Callable[[FormData], bool] | None = None
+) -> PostedLink | Response:
+    """Check the link's token, then the form's CSRF token (unless ``csrf_exempt`` says the form needs none).
+
+    Returns the refusal page to send back when a check fails.
+    """
+    form = await request.form()
+    found = await load(request, purpose)
+    if isinstance(found, InvalidToken):
+        return link_error(request, found, purpose)
+    text = page_language(request, found.language)
+    exempt = csrf_exempt is not None and csrf_exempt(form)
+    if not exempt and not csrf_valid(request, form.get(CSRF_FIELD)):
+        return render(request, "form_expired.html", {}, text=text, status_code=403)
+    return PostedLink(subscriber=found, text=text, form=form)

@@ -14,9 +14,7 @@ from bulletin.optin import resubscribe, unsubscribe
 from bulletin.subscribers import update_subscriber
 from bulletin.web.language import PageText
 from bulletin.web.pages import (
-    CSRF_FIELD,
     client_ip,
-    csrf_valid,
     flash,
     page_language,
     render,
@@ -25,7 +23,7 @@ from bulletin.web.pages import (
     write,
 )
 from bulletin.web.tokens import subscriber_for_token
-from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load
+from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 from bulletin.web.views.subscribe import interest_choices
 
 ACTIONS = ("save", "unsubscribe", "resubscribe")
@@ -66,13 +64,10 @@ async def preferences_submit(request: Request) -> Response:
     """POST /preferences/{token}: save, unsubscribe or subscribe again."""
     settings = settings_of(request)
     token = str(request.path_params["token"])
-    found = await load(request, "preferences")
-    if isinstance(found, InvalidToken):
-        return link_error(request, found, "preferences")
-    text = page_language(request, found.language)
-    form = await request.form()
-    if not csrf_valid(request, form.get(CSRF_FIELD)):
-        return render(request, "form_expired.html", {}, text=text, status_code=403)
+    posted = await load_posted(request, "preferences")
+    if isinstance(posted, Response):
+        return posted
+    found, text, form = posted.subscriber, posted.text, posted.form
     action = form.get("action", "save")
     if action not in ACTIONS:
         action = "save"

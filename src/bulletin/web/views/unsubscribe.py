@@ -8,17 +8,23 @@ token, takes effect at once and is answered 200 without a redirect.
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bulletin.links import InvalidToken
 from bulletin.optin import unsubscribe
-from bulletin.web.pages import CSRF_FIELD, csrf_valid, page_language, render, settings_of, write
+from bulletin.web.pages import page_language, render, settings_of, write
 from bulletin.web.tokens import subscriber_for_token
-from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load
+from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
+
+
+def is_one_click(form: FormData) -> bool:
+    """A mailbox provider's RFC 8058 request: it carries no CSRF token and needs none."""
+    return form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
 
 
 async def unsubscribe_page(request: Request) -> Response:
@@ -34,14 +40,11 @@ async def unsubscribe_submit(request: Request) -> Response:
     """POST /unsubscribe/{token}: the button of the page, or a mailbox provider's one-click request."""
     settings = settings_of(request)
     token = str(request.path_params["token"])
-    form = await request.form()
-    one_click = form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
-    found = await load(request, "unsubscribe")
-    if isinstance(found, InvalidToken):
-        return link_error(request, found, "unsubscribe")
-    text = page_language(request, found.language)
-    if not one_click and not csrf_valid(request, form.get(CSRF_FIELD)):
-        return render(request, "form_expired.html", {}, text=text, status_code=403)
+    posted = await load_posted(request, "unsubscribe", csrf_exempt=is_one_click)
+    if isinstance(posted, Response):
+        return posted
+    text = posted.text
+    one_click = is_one_click(posted.form)
 
     via = "one-click (RFC 8058)" if one_click else "the unsubscribe page"
 
