@@ -22,10 +22,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from bulletin.compose import plan_variants, render_variants, store_variants
+from bulletin.app.editions import create_edition
+from bulletin.compose.render import render_variants, store_variants
+from bulletin.compose.variants import plan_variants
 from bulletin.config import settings_from_dict
 from bulletin.db import make_engine, reading, transaction
-from bulletin.editions import create_edition
 from bulletin.migrate import upgrade
 from bulletin.models import NewsItem, Subscriber, SubscriberStatus, utcnow
 

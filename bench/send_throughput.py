@@ -33,13 +33,15 @@ from typing import Any
 
 from sqlalchemy import Table, insert, select
 
-from bulletin import compose, mail
+from bulletin.app.editions import create_edition
+from bulletin.app.links import subscriber_url
+from bulletin.compose.render import render_edition
+from bulletin.compose.variants import variant_key, variant_subscriber_counts
 from bulletin.config import settings_from_dict
 from bulletin.db import make_engine, reading, transaction
-from bulletin.editions import create_edition
-from bulletin.links import subscriber_url
 from bulletin.migrate import upgrade
 from bulletin.models import Approval, Edition, EditionStatus, EditionVariant, Subscriber, SubscriberStatus, utcnow
+from bulletin.mta import mail
 
 INTERESTS = ["cities", "cybercrime", "drugs", "policing", "research", "trafficking", "violence", "youth"]
 LANGUAGES = ["fr", "en", "es"]
@@ -112,7 +114,7 @@ def approve_as_rendered(engine: Any, edition_id: int) -> tuple[int, int, float]:
         edition = session.get(Edition, edition_id)
         assert edition is not None
         variants = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)).all()
-        hashes = {compose.variant_key(v.language, v.interests): v.content_hash for v in variants}
+        hashes = {variant_key(v.language, v.interests): v.content_hash for v in variants}
         session.add(Approval(edition_id=edition_id, approver="bench", at=utcnow(), variant_hashes=hashes))
         edition.status = EditionStatus.APPROVED
         sizes = [v.html_size for v in variants]
@@ -123,7 +125,7 @@ def average_message_size(engine: Any, settings: Any, edition_id: int) -> int:
     """Mean size of a personalised message, weighted by the readers of each variant."""
     total = count = 0
     with reading(engine) as session:
-        readers = compose.variant_subscriber_counts(session, settings)
+        readers = variant_subscriber_counts(session, settings)
         for variant in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)):
             weight = readers.get((variant.language, variant.interests), 0)
             if not weight or not variant.item_count:
@@ -198,7 +200,7 @@ def main() -> None:
     started = time.perf_counter()
     with transaction(engine) as session:
         edition = create_edition(session, settings)
-        compose.render_edition(session, settings, edition)
+        render_edition(session, settings, edition)
         edition_id = edition.id
     variants, with_news, html_size = approve_as_rendered(engine, edition_id)
     print(

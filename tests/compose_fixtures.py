@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bulletin.app.editions import create_edition
 from bulletin.config import Settings
 from bulletin.db import transaction
-from bulletin.editions import create_edition
 from bulletin.models import NewsItem, SubscriberStatus
 
 from .factories import add_news_item, add_subscriber

@@ -12,7 +12,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from bulletin import placeholders
+from bulletin.compose import placeholders
+from bulletin.compose.checks import content_hash
+from bulletin.compose.render import render_fingerprint
+from bulletin.compose.variants import variant_key
 from bulletin.config import Settings, settings_from_dict
 from bulletin.db import reading, transaction
 from bulletin.models import Approval, Delivery, Edition, EditionStatus, EditionVariant, Subscriber, utcnow
@@ -93,12 +96,12 @@ def frozen_edition(engine: Engine, settings: Settings, count: int) -> tuple[int,
 
 def freeze(engine: Engine, settings: Settings, edition_id: int) -> int:
     """Freeze the edition's recipient list into the ledger; return how many rows it made."""
-    from bulletin import send
+    from bulletin.mta.sender import freeze_recipients
 
     with transaction(engine) as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
-        return send.freeze_recipients(session, settings, edition)
+        return freeze_recipients(session, settings, edition)
 
 
 def ledger(engine: Engine, edition_id: int) -> dict[str, Delivery]:
@@ -147,7 +150,6 @@ def make_edition(
 
     Variants named in ``empty`` have no news item (their readers are skipped).
     """
-    from bulletin import compose
 
     now = utcnow()
     with transaction(engine) as session:
@@ -157,7 +159,7 @@ def make_edition(
             period_end=now,
             subjects={},
             intros={},
-            render_fingerprint=compose.render_fingerprint(settings),
+            render_fingerprint=render_fingerprint(settings),
             send_started_at=now if status is EditionStatus.SENDING else None,
         )
         session.add(edition)
@@ -165,8 +167,8 @@ def make_edition(
         hashes = {}
         for language, keys in itertools.product(languages, interests):
             subject, html, text = variant_body(language, keys, edition.id)
-            digest = compose.content_hash(subject, html, text)
-            hashes[compose.variant_key(language, keys)] = digest
+            digest = content_hash(subject, html, text)
+            hashes[variant_key(language, keys)] = digest
             session.add(
                 EditionVariant(
                     edition_id=edition.id,

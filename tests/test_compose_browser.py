@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from bulletin import preview
+from bulletin.app.editions import create_edition, get_edition
 from bulletin.cli import cli
-from bulletin.compose import render_variants
+from bulletin.compose import preview
+from bulletin.compose.render import render_variants
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
-from bulletin.editions import create_edition, get_edition
 
 from .compose_fixtures import NOW, add_news, sample_news
 from .factories import add_subscriber

@@ -11,20 +11,30 @@ import lxml.html
 import pytest
 from sqlalchemy import Engine, select
 
-from bulletin import compose, placeholders
-from bulletin.compose import EditionRenderer, plan_variants, render_edition, render_variant
+from bulletin.app.editions import create_edition, get_edition
+from bulletin.compose import placeholders
+from bulletin.compose.render import (
+    _MARKER_RE,
+    EditionRenderer,
+    InvalidInput,
+    RenderedVariant,
+    _environment,
+    _topics_line,
+    render_edition,
+    render_fingerprint,
+    render_variant,
+    shipped_templates_dir,
+)
+from bulletin.compose.variants import plan_variants, subscriber_variant, variant_key
 from bulletin.config import Settings, settings_from_dict
 from bulletin.db import reading, transaction
-from bulletin.editions import create_edition, get_edition
 from bulletin.models import Edition, EditionVariant
 
 from .compose_fixtures import NOW, add_news, make_edition
 from .factories import add_subscriber
 
 
-def render(
-    engine: Engine, settings: Settings, edition_id: int, language: str, interests: str = ""
-) -> compose.RenderedVariant:
+def render(engine: Engine, settings: Settings, edition_id: int, language: str, interests: str = "") -> RenderedVariant:
     with reading(engine) as session:
         return render_variant(session, settings, get_edition(session, edition_id), language, interests)
 
@@ -152,16 +162,14 @@ def test_variant_is_what_the_pipeline_gives_on_the_variant_alone(engine: Engine,
         for language, interests in [("fr", ""), ("fr", "cities,youth"), ("es", "youth"), ("en", "cybercrime")]:
             variant = renderer.render(language, interests)
             items = renderer.select(language, interests)
-            alone = renderer.html_of(
-                language, items, variant.preheader, compose._topics_line(settings, language, interests)
-            )
-            assert compose._MARKER_RE.sub("", alone) == variant.html, (language, interests)
+            alone = renderer.html_of(language, items, variant.preheader, _topics_line(settings, language, interests))
+            assert _MARKER_RE.sub("", alone) == variant.html, (language, interests)
 
 
 def test_rendering_is_deterministic(engine: Engine, settings: Settings) -> None:
     edition_id = make_edition(engine, settings)
     first = render(engine, settings, edition_id, "es", "youth")
-    compose._environment.cache_clear()
+    _environment.cache_clear()
     second = render(engine, settings, edition_id, "es", "youth")
     assert first.html == second.html and first.text == second.text
     assert first.content_hash == second.content_hash
@@ -214,14 +222,14 @@ def test_checks_report_relative_links_and_a_missing_unsubscribe_link(
 
     custom = tmp_path / "my-templates" / "email"
     custom.mkdir(parents=True)
-    footer = (compose.shipped_templates_dir() / "email" / "_footer.mjml.j2").read_text(encoding="utf-8")
+    footer = (shipped_templates_dir() / "email" / "_footer.mjml.j2").read_text(encoding="utf-8")
     (custom / "_footer.mjml.j2").write_text(footer.replace('class="unsubscribe"', 'style="display:none"'))
     hidden = dataclasses.replace(
         settings, compose=dataclasses.replace(settings.compose, templates_dir=str(tmp_path / "my-templates"))
     )
     problems = render(engine, hidden, edition_id, "fr").problems
     assert "no visible unsubscribe link in the HTML part" in problems
-    assert compose.render_fingerprint(hidden) != compose.render_fingerprint(settings)
+    assert render_fingerprint(hidden) != render_fingerprint(settings)
 
 
 def test_every_image_has_alt_text_and_absolute_address(engine: Engine, settings: Settings) -> None:
@@ -247,7 +255,7 @@ def test_plan_and_render_edition_store_every_variant_once(engine: Engine, settin
             ("es", "youth"),
         ]
         rendered = render_edition(session, settings, edition)
-        assert edition.render_fingerprint == compose.render_fingerprint(settings)
+        assert edition.render_fingerprint == render_fingerprint(settings)
     with transaction(engine) as session:
         rows = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)).all()
         assert sorted((r.language, r.interests) for r in rows) == sorted((v.language, v.interests) for v in rendered)
@@ -269,15 +277,15 @@ def test_plan_and_render_edition_store_every_variant_once(engine: Engine, settin
 
 def test_unknown_languages_and_topics_are_refused(engine: Engine, settings: Settings) -> None:
     edition_id = make_edition(engine, settings)
-    with pytest.raises(compose.InvalidInput, match="'de' is not one of the configured languages"):
+    with pytest.raises(InvalidInput, match="'de' is not one of the configured languages"):
         render(engine, settings, edition_id, "de")
-    with pytest.raises(compose.InvalidInput, match="unknown topic 'sport'"):
+    with pytest.raises(InvalidInput, match="unknown topic 'sport'"):
         render(engine, settings, edition_id, "fr", "sport")
 
 
 def test_subscriber_variant_normalises_unknown_language_and_topics(settings: Settings) -> None:
-    assert compose.subscriber_variant(settings, "de", "youth,gone,cities") == ("fr", "cities,youth")
-    assert compose.variant_key("fr", "cities,youth") == "fr|cities,youth"
+    assert subscriber_variant(settings, "de", "youth,gone,cities") == ("fr", "cities,youth")
+    assert variant_key("fr", "cities,youth") == "fr|cities,youth"
 
 
 def test_html_lang_preheader_and_contact_footer(engine: Engine, settings: Settings) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bulletin import compose, placeholders
+from bulletin.app.links import subscriber_url
+from bulletin.compose import placeholders
+from bulletin.compose.variants import subscriber_variant, variant_key
 from bulletin.config import SECRET_KEY_ENV, load_settings
 from bulletin.db import engine_for, reading
-from bulletin.links import subscriber_url
 from bulletin.models import Approval, EditionVariant, Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,10 +100,8 @@ def test_make_demo_runs_the_whole_job_and_mails_every_sample_subscriber_what_was
     assert table_total[:3] == [str(len(sample)), "0", str(len(sample))]
     for message in messages:
         person = people[str(message["Delivered-To"]).lower()]
-        variant = variants[compose.subscriber_variant(settings, person.language, person.interests)]
-        assert approval.variant_hashes[compose.variant_key(variant.language, variant.interests)] == (
-            variant.content_hash
-        )
+        variant = variants[subscriber_variant(settings, person.language, person.interests)]
+        assert approval.variant_hashes[variant_key(variant.language, variant.interests)] == (variant.content_hash)
         assert message["Subject"] == variant.subject
         assert str(message["List-Unsubscribe"]).startswith("<http://localhost:8000/unsubscribe/")
         unsubscribe = subscriber_url(settings, "unsubscribe", person.id, person.email)

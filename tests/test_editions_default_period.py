@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from bulletin.app.editions import create_edition
 from bulletin.config import Settings
 from bulletin.db import transaction
-from bulletin.editions import create_edition
 from bulletin.models import NewsItem, utcnow
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
+from bulletin.app.editions import create_edition, edition_stories, exclude_item, get_edition, include_item, move_item
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
-from bulletin.editions import create_edition, edition_stories, exclude_item, get_edition, include_item, move_item
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.models import EditionStatus, NewsStatus
 

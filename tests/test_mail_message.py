@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bulletin import mail, placeholders
+from bulletin.app.links import read_token
+from bulletin.compose import placeholders
 from bulletin.config import Settings, settings_from_dict
-from bulletin.links import read_token
+from bulletin.mta import mail
 
 from .conftest import SECRET
 from .send_fixtures import variant_body
@@ -58,7 +59,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def recipient(settings: Settings, name: str | None = "Ana Pérez", email: str = "ana@example.net") -> mail.Recipient:
-    from bulletin.links import subscriber_url
+    from bulletin.app.links import subscriber_url
 
     return mail.Recipient(
         email=email,

@@ -9,9 +9,10 @@ from pathlib import Path
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 
-from bulletin import scheduling, workflow
+from bulletin.app import workflow
 from bulletin.db import transaction
 from bulletin.models import Delivery, Edition, EditionStatus, utcnow
+from bulletin.runners.scheduler import BulletinScheduler, tick
 
 from .factories import add_subscriber, migrated_engine, wait_until
 from .smtp_server import RecordingSMTPServer
@@ -54,9 +55,7 @@ def test_the_periodic_job_ingests_drafts_the_edition_and_sends_it_to_the_reviewe
     with transaction(engine) as session:
         add_subscriber(session, "john@example.org", "en")
         add_subscriber(session, "marie@example.org", "fr", "youth")
-    service = scheduling.BulletinScheduler(
-        engine, settings, tick_seconds=60, periodic_trigger=IntervalTrigger(seconds=0.5)
-    )
+    service = BulletinScheduler(engine, settings, tick_seconds=60, periodic_trigger=IntervalTrigger(seconds=0.5))
     service.start()
     try:
         wait_until(lambda: len(smtp_server.messages) >= 2)
@@ -80,7 +79,7 @@ def test_a_scheduled_edition_goes_out_once_however_many_ticks_run(
     engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     schedule_approved(engine, settings, edition_id, utcnow() + timedelta(seconds=1))
-    service = scheduling.BulletinScheduler(engine, settings, tick_seconds=0.2)
+    service = BulletinScheduler(engine, settings, tick_seconds=0.2)
     service.start()
     try:
         wait_until(lambda: workflow.S.SENT in {e.status for e in _editions(engine)})
@@ -104,13 +103,13 @@ def test_a_periodic_run_missed_while_no_scheduler_ran_happens_once_at_restart(
     start = utcnow() + timedelta(seconds=1)
     # Three runs due while the scheduler is down, none after: coalescing makes them one.
     trigger = IntervalTrigger(seconds=0.5, start_date=start, end_date=start + timedelta(seconds=1))
-    first = scheduling.BulletinScheduler(engine, settings, tick_seconds=60, periodic_trigger=trigger)
+    first = BulletinScheduler(engine, settings, tick_seconds=60, periodic_trigger=trigger)
     first.start()
     first.stop(wait=True)
     assert first.periodic_runs == 0
     time.sleep(max((start + timedelta(seconds=1.5) - utcnow()).total_seconds(), 0))
 
-    second = scheduling.BulletinScheduler(engine, settings, tick_seconds=60, periodic_trigger=trigger)
+    second = BulletinScheduler(engine, settings, tick_seconds=60, periodic_trigger=trigger)
     second.start()
     try:
         wait_until(lambda: second.periodic_runs >= 1)
@@ -131,7 +130,7 @@ def test_reviewers_hear_when_a_scheduled_edition_loses_its_approval(
     with transaction(engine) as session:
         # A new subscriber needs a variant nobody approved.
         add_subscriber(session, "rosa@example.org", "es", "drugs")
-    report = scheduling.tick(engine, settings, worker="test")
+    report = tick(engine, settings, worker="test")
     assert report.voided == [edition_id]
     (notice,) = [m.parse() for m in smtp_server.wait_for(1)]
     assert notice["To"] == "desk@example.org"
@@ -140,5 +139,5 @@ def test_reviewers_hear_when_a_scheduled_edition_loses_its_approval(
     assert "subscribers now need new variant(s) es|drugs" in body
     assert f"bulletin edition approve {edition_id} --by NAME" in body
     # The next tick has nothing more to say.
-    assert scheduling.tick(engine, settings, worker="test").voided == []
+    assert tick(engine, settings, worker="test").voided == []
     assert len(smtp_server.messages) == 1

@@ -12,45 +12,55 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from bulletin import scheduling
 from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import Lock, utcnow
+from bulletin.runners.scheduler import (
+    LOCK_NAME,
+    BulletinScheduler,
+    LockHeld,
+    acquire_lock,
+    current_holder,
+    describe_holder,
+    make_holder,
+    release_lock,
+    renew_lock,
+)
 
 from .factories import migrated_engine, write_config
 from .workflow_fixtures import make_settings, schedule_approved, seed, settings_data
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_the_lock(any_engine: Engine) -> None:
-    first = scheduling.make_holder()
-    second = scheduling.make_holder()
-    assert scheduling.acquire_lock(any_engine, first) is None
-    with pytest.raises(scheduling.LockHeld) as refused:
-        scheduling.acquire_lock(any_engine, second)
+    first = make_holder()
+    second = make_holder()
+    assert acquire_lock(any_engine, first) is None
+    with pytest.raises(LockHeld) as refused:
+        acquire_lock(any_engine, second)
     message = str(refused.value)
-    assert message.startswith(f"another scheduler is running on this database: {scheduling.describe_holder(first)}")
+    assert message.startswith(f"another scheduler is running on this database: {describe_holder(first)}")
     assert "last heartbeat 0 s ago" in message
-    assert scheduling.renew_lock(any_engine, first)
-    assert not scheduling.renew_lock(any_engine, second)
-    scheduling.release_lock(any_engine, second)
-    assert scheduling.current_holder(any_engine) is not None
-    scheduling.release_lock(any_engine, first)
-    assert scheduling.current_holder(any_engine) is None
-    assert scheduling.acquire_lock(any_engine, second) is None
+    assert renew_lock(any_engine, first)
+    assert not renew_lock(any_engine, second)
+    release_lock(any_engine, second)
+    assert current_holder(any_engine) is not None
+    release_lock(any_engine, first)
+    assert current_holder(any_engine) is None
+    assert acquire_lock(any_engine, second) is None
 
 
 def test_a_holder_that_stopped_renewing_is_taken_over(any_engine: Engine) -> None:
     first = "elsewhere.example.org:4242:abcd"
-    second = scheduling.make_holder()
+    second = make_holder()
     start = utcnow()
-    scheduling.acquire_lock(any_engine, first, now=start)
-    with pytest.raises(scheduling.LockHeld, match=r"pid 4242 on elsewhere\.example\.org"):
-        scheduling.acquire_lock(any_engine, second, stale_after=60, now=start + timedelta(seconds=30))
-    assert scheduling.acquire_lock(any_engine, second, stale_after=60, now=start + timedelta(seconds=61)) == first
+    acquire_lock(any_engine, first, now=start)
+    with pytest.raises(LockHeld, match=r"pid 4242 on elsewhere\.example\.org"):
+        acquire_lock(any_engine, second, stale_after=60, now=start + timedelta(seconds=30))
+    assert acquire_lock(any_engine, second, stale_after=60, now=start + timedelta(seconds=61)) == first
     # The old holder notices at its next heartbeat that the lock is no longer its own.
-    assert not scheduling.renew_lock(any_engine, first)
-    holder = scheduling.current_holder(any_engine)
+    assert not renew_lock(any_engine, first)
+    holder = current_holder(any_engine)
     assert holder is not None and holder.holder == second
 
 
@@ -59,38 +69,38 @@ def test_the_lock_of_a_dead_process_on_this_machine_is_taken_over_at_once(engine
     dead_pid = int(finished.stdout)
     dead = f"{socket.gethostname()}:{dead_pid}:0000"
     with transaction(engine) as session:
-        session.add(Lock(name=scheduling.LOCK_NAME, holder=dead, acquired_at=utcnow(), heartbeat_at=utcnow()))
-    assert scheduling.acquire_lock(engine, scheduling.make_holder(), stale_after=3600) == dead
+        session.add(Lock(name=LOCK_NAME, holder=dead, acquired_at=utcnow(), heartbeat_at=utcnow()))
+    assert acquire_lock(engine, make_holder(), stale_after=3600) == dead
 
 
 def test_two_schedulers_in_one_process_do_not_both_run(engine: Engine, settings: Settings) -> None:
-    first = scheduling.BulletinScheduler(engine, settings, tick_seconds=60)
+    first = BulletinScheduler(engine, settings, tick_seconds=60)
     first.start()
     try:
-        second = scheduling.BulletinScheduler(engine, settings, tick_seconds=60)
-        with pytest.raises(scheduling.LockHeld, match="another scheduler is running on this database"):
+        second = BulletinScheduler(engine, settings, tick_seconds=60)
+        with pytest.raises(LockHeld, match="another scheduler is running on this database"):
             second.start()
         assert not second.lock_lost
-        holder = scheduling.current_holder(engine)
+        holder = current_holder(engine)
         assert holder is not None and holder.holder == first.holder
     finally:
         first.stop(wait=True)
-    assert scheduling.current_holder(engine) is None
+    assert current_holder(engine) is None
 
 
 def test_a_scheduler_whose_lock_was_taken_over_stops(engine: Engine, settings: Settings) -> None:
-    service = scheduling.BulletinScheduler(engine, settings, tick_seconds=60, heartbeat_seconds=0.2)
+    service = BulletinScheduler(engine, settings, tick_seconds=60, heartbeat_seconds=0.2)
     service.start()
     try:
         with transaction(engine) as session:
-            lock = session.get(Lock, scheduling.LOCK_NAME)
+            lock = session.get(Lock, LOCK_NAME)
             assert lock is not None
             lock.holder = "elsewhere.example.org:1:ffff"
         assert service.wait(5), "the scheduler kept running without its lock"
         assert service.lock_lost
     finally:
         service.stop()
-    holder = scheduling.current_holder(engine)
+    holder = current_holder(engine)
     assert holder is not None and holder.holder == "elsewhere.example.org:1:ffff"
 
 
@@ -106,7 +116,7 @@ def test_scheduler_status_names_the_holder_and_the_editions_waiting(tmp_path: Pa
 
     year = utcnow().year + 1
     schedule_approved(engine, settings, edition_id, f"{year}-12-01 09:00")
-    scheduling.acquire_lock(engine, "elsewhere.example.org:4242:abcd")
+    acquire_lock(engine, "elsewhere.example.org:4242:abcd")
     busy = runner.invoke(cli, ["--config", str(config), "scheduler", "status"])
     assert busy.exit_code == 0, busy.output
     lines = busy.output.splitlines()

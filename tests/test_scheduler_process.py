@@ -14,9 +14,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from bulletin import scheduling, workflow
+from bulletin.app import workflow
 from bulletin.db import transaction
 from bulletin.models import Delivery, EditionStatus, utcnow
+from bulletin.runners.scheduler import current_holder, describe_holder
 
 from .factories import migrated_engine, wait_until, write_config
 from .smtp_server import RecordingSMTPServer
@@ -65,8 +66,8 @@ def test_a_killed_scheduler_restarted_after_the_due_time_sends_the_edition_once(
         first.wait(10)
     assert first.returncode == -signal.SIGKILL
     # The dead scheduler's lock is still there, and nothing was sent.
-    holder = scheduling.current_holder(engine)
-    assert holder is not None and f"pid {first.pid} " in scheduling.describe_holder(holder.holder) + " "
+    holder = current_holder(engine)
+    assert holder is not None and f"pid {first.pid} " in describe_holder(holder.holder) + " "
     time.sleep(max((due - utcnow()).total_seconds() + 1, 0))
     assert smtp_server.messages == []
     assert _status(engine, edition_id) is EditionStatus.SCHEDULED
@@ -95,7 +96,7 @@ def test_a_killed_scheduler_restarted_after_the_due_time_sends_the_edition_once(
         second.send_signal(signal.SIGTERM)
         assert second.wait(20) == 0
     assert "scheduler stopped" in second_log.read_text()
-    assert scheduling.current_holder(engine) is None
+    assert current_holder(engine) is None
 
     assert sorted(smtp_server.recipients()) == sorted(
         ["ana@example.org", "marie@example.org", "paul@example.org", "john@example.org", "lee@example.org"]

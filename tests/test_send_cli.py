@@ -131,15 +131,15 @@ def test_second_send_on_sqlite_is_refused_while_one_runs(world: tuple[Path, Engi
 def test_worker_sends_what_is_due_and_finishes_the_edition(
     world: tuple[Path, Engine, int, list[str]], smtp_server: RecordingSMTPServer
 ) -> None:
-    from bulletin import send
     from bulletin.config import load_settings
+    from bulletin.mta.sender import freeze_recipients
 
     config, engine, edition_id, emails = world
     settings = load_settings(config)
     with transaction(engine) as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
-        send.freeze_recipients(session, settings, edition)
+        freeze_recipients(session, settings, edition)
         # Someone unsubscribes after the list was frozen.
         person = session.scalars(select(Subscriber).where(Subscriber.email == emails[1])).one()
         person.status = SubscriberStatus.UNSUBSCRIBED

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from bulletin import send
 from bulletin.config import Settings
 from bulletin.db import reading
 from bulletin.models import DeliveryState
+from bulletin.mta.sender import delivery_status, retry_delay, retry_due, run_send, unsettled
 
 from .factories import smtp_server_both_ways  # noqa: F401  (the smtp_server fixture of this module)
 from .send_fixtures import freeze, ledger, sending_world
@@ -37,7 +37,7 @@ def test_temporary_refusal_at_rcpt_is_deferred_then_delivered(
     target = emails[4]
     smtp_server.faults.rcpt_replies_once[target] = [reply, reply]
 
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
 
     assert report.sent == 12 and report.failed == 0 and report.deferred == 2
     assert sorted(smtp_server.recipients()) == sorted(emails)
@@ -51,7 +51,7 @@ def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: Rec
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
     smtp_server.faults.rcpt_replies[emails[3]] = "550 5.1.1 <unknown>: Recipient address rejected"
 
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
 
     assert report.sent == 11 and report.failed == 1 and report.deferred == 0
     assert sorted(smtp_server.recipients()) == sorted(e for e in emails if e != emails[3])
@@ -59,7 +59,7 @@ def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: Rec
     assert row.state is DeliveryState.FAILED and row.attempts == 1
     assert row.last_reply == "550 5.1.1 <unknown>: Recipient address rejected"
     with reading(engine) as session:
-        status = send.delivery_status(session, edition_id)
+        status = delivery_status(session, edition_id)
     assert status["counts"]["failed"] == 1
     assert status["last_errors"][0]["email"] == emails[3]
 
@@ -67,7 +67,7 @@ def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: Rec
 def test_451_after_data_is_retried(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
     smtp_server.faults.data_replies_for[emails[0]] = ["451 4.3.0 temporary local problem"]
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
     assert report.sent == 12 and report.deferred == 1
     assert sorted(smtp_server.recipients()) == sorted(emails)
 
@@ -78,7 +78,7 @@ def test_connection_dropped_mid_data_is_retried_on_a_new_connection(
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=20)
     smtp_server.faults.drop_mid_data = 3
 
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
 
     assert report.sent == 20 and report.deferred == 3 and report.failed == 0
     # Cut bodies were not kept: everyone got exactly one copy.
@@ -92,7 +92,7 @@ def test_connection_dropped_after_data_may_duplicate_but_never_loses(
 ) -> None:
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
     smtp_server.faults.drop_on_data = 2
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
     assert report.sent == 12 and report.deferred == 1
     assert set(smtp_server.recipients()) == set(emails)
 
@@ -102,7 +102,7 @@ def test_stalled_server_times_out_and_the_message_is_retried(tmp_path: Path, smt
     smtp_server.faults.stall_seconds = 1.0
     smtp_server.faults.stall_count = 1
 
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
 
     assert report.sent == 6 and report.deferred == 1
     assert any("timed out during DATA" in error for error in report.errors)
@@ -119,9 +119,9 @@ def test_retries_back_off_exponentially_and_give_up(tmp_path: Path, smtp_server:
         delivery={"retry_first": 0.05, "retry_max": 0.2, "give_up_after": 0.5},
     )
     smtp_server.faults.rcpt_replies[emails[1]] = "452 4.2.2 mailbox full"
-    assert [send.retry_delay(settings, n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert [retry_delay(settings, n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.2, 0.2]
 
-    report = send.run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
 
     row = ledger(engine, edition_id)[emails[1]]
     # Waits of 0.05 + 0.1 + 0.2 = 0.35 s; one more would pass 0.5 s, so the 4th attempt is the last.
@@ -135,14 +135,14 @@ def test_without_waiting_deferred_rows_are_left_for_later(tmp_path: Path, smtp_s
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=4, delivery={"retry_first": 0.3})
     smtp_server.faults.rcpt_replies_once[emails[0]] = ["451 4.7.1 greylisted"]
 
-    first = send.run_send(engine, settings, edition_id, worker="w")
+    first = run_send(engine, settings, edition_id, worker="w")
     assert first.sent == 3 and first.deferred == 1 and first.next_retry_at is not None
-    assert send.unsettled(engine, edition_id) == 1
+    assert unsettled(engine, edition_id) == 1
     # Not yet due: nothing happens.
-    assert send.retry_due(engine, settings).attempted == 0
+    assert retry_due(engine, settings).attempted == 0
     import time
 
     time.sleep(0.35)
-    later = send.retry_due(engine, settings)
+    later = retry_due(engine, settings)
     assert later.sent == 1
-    assert send.unsettled(engine, edition_id) == 0
+    assert unsettled(engine, edition_id) == 0

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from bulletin import send
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict
@@ -26,6 +25,15 @@ from bulletin.models import (
     SubscriberEvent,
     SubscriberStatus,
     utcnow,
+)
+from bulletin.mta.sender import (
+    NO_NEWS_REASON,
+    SENDER_LOCK,
+    delivery_counts,
+    delivery_status,
+    freeze_summary,
+    run_send,
+    worker_name,
 )
 
 from .factories import migrated_engine
@@ -59,7 +67,7 @@ def test_every_active_subscriber_gets_their_variant_once(
     edition_id = make_edition(engine, settings)
     assert freeze(engine, settings, edition_id) == 45
 
-    report = send.run_send(engine, settings, edition_id, worker=send.worker_name("test"))
+    report = run_send(engine, settings, edition_id, worker=worker_name("test"))
 
     assert report.sent == 45 and report.failed == report.deferred == report.uncertain == 0
     received = smtp_server.wait_for(45)
@@ -96,9 +104,9 @@ def test_freeze_is_done_once_and_skips_empty_variants(setup: tuple[Settings, Eng
     assert len(rows) == 18
     skipped = {email for email, row in rows.items() if row.state is DeliveryState.SKIPPED}
     assert len(skipped) == 2
-    assert all(rows[email].last_reply == send.NO_NEWS_REASON for email in skipped)
+    assert all(rows[email].last_reply == NO_NEWS_REASON for email in skipped)
     with reading(engine) as session:
-        assert send.delivery_counts(session, edition_id) == {
+        assert delivery_counts(session, edition_id) == {
             "pending": 16,
             "sending": 0,
             "sent": 0,
@@ -114,7 +122,7 @@ def test_subscriber_without_a_rendered_variant_is_reported(setup: tuple[Settings
     edition_id = make_edition(engine, settings, interests=("",))
     assert freeze(engine, settings, edition_id) == 3
     with reading(engine) as session:
-        summary = send.freeze_summary(session, edition_id)
+        summary = freeze_summary(session, edition_id)
     assert summary is not None
     assert summary["unmatched"] == {"fr|drugs": 2, "en|drugs": 1}
 
@@ -128,7 +136,7 @@ def test_unsubscribed_after_freezing_is_skipped(
         person = session.scalars(select(Subscriber).where(Subscriber.email == emails[2])).one()
         person.status = SubscriberStatus.UNSUBSCRIBED
 
-    report = send.run_send(engine, settings, edition_id, worker="w")
+    report = run_send(engine, settings, edition_id, worker="w")
 
     assert report.sent == 5 and report.skipped == 1
     assert emails[2] not in smtp_server.recipients()
@@ -156,12 +164,12 @@ def test_paused_edition_stops_between_batches_and_resumes(
 
     pauser = threading.Thread(target=pause_when_some_arrived)
     pauser.start()
-    report = send.run_send(engine, settings, edition_id, worker="w")
+    report = run_send(engine, settings, edition_id, worker="w")
     pauser.join()
     assert report.halted
     assert 0 < report.sent < 30
     with reading(engine) as session:
-        counts = send.delivery_counts(session, edition_id)
+        counts = delivery_counts(session, edition_id)
     assert counts["sending"] == 0
     assert counts["sent"] == report.sent and counts["pending"] == 30 - report.sent
 
@@ -170,7 +178,7 @@ def test_paused_edition_stops_between_batches_and_resumes(
         assert edition is not None
         edition.status = EditionStatus.SENDING
     smtp_server.faults.stall_seconds = 0
-    second = send.run_send(engine, settings, edition_id, worker="w")
+    second = run_send(engine, settings, edition_id, worker="w")
     assert report.sent + second.sent == 30
     assert len(smtp_server.recipients()) == len(set(smtp_server.recipients())) == 30
 
@@ -182,14 +190,14 @@ def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple
     try:
         holder = f"{socket.gethostname()}:{other.pid}:cli"
         with transaction(engine) as session:
-            session.add(Lock(name=send.SENDER_LOCK, holder=holder, acquired_at=utcnow(), heartbeat_at=utcnow()))
+            session.add(Lock(name=SENDER_LOCK, holder=holder, acquired_at=utcnow(), heartbeat_at=utcnow()))
         with pytest.raises(Conflict, match=f"a send is in progress: {holder} has held the sender lock since"):
-            send.run_send(engine, settings, edition_id, worker="second")
+            run_send(engine, settings, edition_id, worker="second")
     finally:
         other.kill()
         other.wait()
     # Once that process is gone its lock is taken over at once.
-    report = send.run_send(engine, settings, edition_id, worker="second")
+    report = run_send(engine, settings, edition_id, worker="second")
     assert report.sent == 3
     with reading(engine) as session:
         assert session.scalars(select(Lock)).all() == []
@@ -206,14 +214,14 @@ def test_rows_left_sending_are_uncertain_and_sent_again(
             delivery.state = DeliveryState.SENDING
             delivery.claimed_by = "deadhost:1:cli"
 
-    report = send.run_send(engine, settings, edition_id, worker="w")
+    report = run_send(engine, settings, edition_id, worker="w")
 
     assert report.uncertain == 2 and report.sent == 8
     assert sorted(report.uncertain_addresses) == sorted(emails[:2])
     rows = ledger(engine, edition_id)
     assert [rows[e].uncertain for e in emails] == [1, 1, 0, 0, 0, 0, 0, 0]
     with reading(engine) as session:
-        status = send.delivery_status(session, edition_id)
+        status = delivery_status(session, edition_id)
     assert status["uncertain_total"] == 2
     assert {row["email"] for row in status["uncertain"]} == set(emails[:2])
 
@@ -228,7 +236,7 @@ def test_permanent_failures_in_enough_editions_make_a_subscriber_bounced(
     for edition_number in range(2):
         edition_id = make_edition(engine, settings)
         freeze(engine, settings, edition_id)
-        report = send.run_send(engine, settings, edition_id, worker="w")
+        report = run_send(engine, settings, edition_id, worker="w")
         assert report.failed == (2 if edition_number == 0 else 1)
         assert report.bounced == edition_number
     with reading(engine) as session:
@@ -258,7 +266,7 @@ def test_unreachable_server_stops_the_send_and_leaves_rows_untouched(
     settings, engine, edition_id, _ = sending_world(tmp_path, None, 5, smtp={"port": free_port()})
     freeze(engine, settings, edition_id)
     with pytest.raises(BulletinError, match=r"SMTP server unreachable: cannot connect to 127\.0\.0\.1"):
-        send.run_send(engine, settings, edition_id, worker="w")
+        run_send(engine, settings, edition_id, worker="w")
     rows = ledger(engine, edition_id)
     assert {row.state for row in rows.values()} == {DeliveryState.PENDING}
     assert {row.attempts for row in rows.values()} == {0}

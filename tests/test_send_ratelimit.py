@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bulletin.config import settings_from_dict
-from bulletin.ratelimit import RateLimiter
+from bulletin.mta.ratelimit import RateLimiter
 
 
 class FakeClock:

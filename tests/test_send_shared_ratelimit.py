@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from bulletin import ratelimit
 from bulletin.db import make_engine, reading, transaction
 from bulletin.migrate import upgrade
 from bulletin.models import Delivery, DeliveryState, SendRatePermit
-from bulletin.ratelimit import RateLimiter, SharedRateLimiter
+from bulletin.mta import ratelimit
+from bulletin.mta.ratelimit import RateLimiter, SharedRateLimiter
 
 from .factories import write_config
 from .send_fixtures import (

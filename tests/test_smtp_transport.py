@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from bulletin import mail
 from bulletin.config import Settings
-from bulletin.smtp import (
+from bulletin.mta import mail
+from bulletin.mta.smtp import (
     Envelope,
     PermanentFailure,
     RecipientRefused,

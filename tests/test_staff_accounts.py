@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
 
+from bulletin.app.staff import Forbidden, add_staff, authenticate, has_role, remove_staff, require_role
 from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.models import StaffMember, StaffRole
-from bulletin.staff import Forbidden, add_staff, authenticate, has_role, remove_staff, require_role
 
 
 @pytest.fixture

@@ -9,12 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, func, select
 
-from bulletin.cli import cli
-from bulletin.config import Settings
-from bulletin.db import reading, transaction
-from bulletin.errors import Conflict, InvalidInput
-from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression
-from bulletin.subscribers import (
+from bulletin.app.subscribers import (
     add_subscriber,
     erase_subscriber,
     find_subscriber,
@@ -24,6 +19,11 @@ from bulletin.subscribers import (
     subscriber_stats,
     update_subscriber,
 )
+from bulletin.cli import cli
+from bulletin.config import Settings
+from bulletin.db import reading, transaction
+from bulletin.errors import Conflict, InvalidInput
+from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ def test_cli_erase_asks_then_removes_everything(run, engine: Engine) -> None:  #
 
 
 def test_an_unconfirmed_request_does_not_lift_an_erasure_until_confirmed(settings: Settings, engine: Engine) -> None:
-    from bulletin.subscribers import confirm_subscriber
+    from bulletin.app.subscribers import confirm_subscriber
 
     with transaction(engine) as session:
         add_subscriber(session, settings, "back@example.org", language="fr")

@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, func, select
 
+from bulletin.app.subscriber_files import import_csv
+from bulletin.app.subscribers import erase_subscriber, find_subscriber
 from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import make_engine, reading, transaction
 from bulletin.migrate import upgrade
 from bulletin.models import Subscriber, SubscriberStatus
-from bulletin.subscribers import erase_subscriber, find_subscriber
-from bulletin.subscribers_csv import import_csv
 
 HEADER = "email,name,language,interests\n"
 

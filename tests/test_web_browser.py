@@ -17,10 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from bulletin.compose.approval import approve
+from bulletin.compose.preview import CHROMIUM_ARGS
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import StaffRole, SubscriberStatus
-from bulletin.preview import CHROMIUM_ARGS
+from bulletin.mta.sender import send_edition
 
 from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer, free_port
@@ -160,13 +162,12 @@ def test_expired_or_broken_link_page(page: Any, live: Live) -> None:
 
 def sent_bulletins(live: Live) -> list[Any]:
     """Send a real edition to the active subscribers through the sender; return the received messages."""
-    from bulletin import workflow
 
     add_news(live.engine)
     edition_id = make_edition(live.engine, live.settings)
     with transaction(live.engine) as session:
-        workflow.approve(session, live.settings, edition_id, "test-approver")
-    outcome = workflow.send_edition(live.engine, live.settings, edition_id, actor="test", worker="browser-test")
+        approve(session, live.settings, edition_id, "test-approver")
+    outcome = send_edition(live.engine, live.settings, edition_id, actor="test", worker="browser-test")
     assert outcome.started, outcome.refused
     return [message.parse() for message in live.smtp.wait_for(2)]
 

@@ -7,8 +7,8 @@ from html import unescape
 import pytest
 from sqlalchemy import select
 
+from bulletin.app.links import CONFIRM_MAX_AGE
 from bulletin.db import reading
-from bulletin.links import CONFIRM_MAX_AGE
 from bulletin.models import SubscriberEvent, SubscriberStatus
 
 from .web_support import (
@@ -118,8 +118,8 @@ def test_old_link_of_someone_who_left_does_not_bring_them_back(web: WebEnv) -> N
 
 
 def test_link_for_an_erased_address_is_invalid(web: WebEnv) -> None:
+    from bulletin.app.subscribers import erase_subscriber
     from bulletin.db import transaction
-    from bulletin.subscribers import erase_subscriber
 
     _, token = pending(web)
     with transaction(web.engine) as session:

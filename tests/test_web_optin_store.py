@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
+from bulletin.app.links import make_token
+from bulletin.app.optin import RateLimited, confirm_by_token, request_subscription, resubscribe, unsubscribe
+from bulletin.app.staff import add_staff, authenticate
+from bulletin.app.subscribers import find_subscriber
 from bulletin.config import Settings
 from bulletin.db import transaction
-from bulletin.links import make_token
 from bulletin.models import StaffRole, SubscriberStatus
-from bulletin.optin import RateLimited, confirm_by_token, request_subscription, resubscribe, unsubscribe
-from bulletin.staff import add_staff, authenticate
-from bulletin.subscribers import find_subscriber
 
 
 def test_request_confirm_leave_and_return(any_settings: Settings, any_engine: Engine) -> None:

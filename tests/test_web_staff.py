@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from bulletin.app.staff import set_password
 from bulletin.db import reading, transaction
 from bulletin.models import (
     Approval,
@@ -25,7 +26,6 @@ from bulletin.models import (
     StaffRole,
     utcnow,
 )
-from bulletin.staff import set_password
 
 from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer
@@ -175,7 +175,7 @@ def test_changing_the_password_or_removing_the_account_ends_logins(web: WebEnv) 
 
     log_in(web.client, "eddie")
     assert web.client.get("/staff/").status_code == 200
-    from bulletin.staff import remove_staff
+    from bulletin.app.staff import remove_staff
 
     with transaction(web.engine) as session:
         remove_staff(session, "eddie")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, func, select
 
-from bulletin import workflow
+from bulletin.app import workflow
 from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import transaction

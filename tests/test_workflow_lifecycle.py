@@ -10,13 +10,24 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from bulletin import compose, editions, workflow
+from bulletin.app import editions, workflow
+from bulletin.compose.approval import (
+    approval_problems,
+    approve,
+    check_approval,
+    refresh_approval,
+    schedule,
+    start_sending,
+)
+from bulletin.compose.render import RenderedVariant, render_edition, render_variants, shipped_templates_dir
+from bulletin.compose.variants import stored_variants, variant_key
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.errors import Conflict, InvalidInput
 from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, Subscriber, SubscriberStatus, utcnow
+from bulletin.mta.sender import freeze_recipients, run_send, send_edition
 from bulletin.news.ingest import ingest_sources
-from bulletin.scheduling import tick
+from bulletin.runners.scheduler import tick
 
 from .factories import add_subscriber, migrated_engine
 from .smtp_server import RecordingSMTPServer
@@ -41,7 +52,7 @@ def _approve(engine: Engine, settings: Settings, edition_id: int, approver: str 
     with transaction(engine) as session:
         if workflow.get_edition(session, edition_id).status is S.DRAFT:
             workflow.submit(session, edition_id, "marie")
-        return workflow.approve(session, settings, edition_id, approver)
+        return approve(session, settings, edition_id, approver)
 
 
 def _deliveries(engine: Engine, edition_id: int) -> int:
@@ -58,7 +69,7 @@ def test_an_edition_goes_from_draft_to_sent_through_approval_and_every_move_is_l
     _approve(engine, settings, edition_id)
     send_at = utcnow() + timedelta(hours=1)
     with transaction(engine) as session:
-        workflow.schedule(session, settings, edition_id, send_at, "ana")
+        schedule(session, settings, edition_id, send_at, "ana")
 
     # Before the send time nothing happens; after it, one tick sends the edition, later ticks do nothing.
     assert tick(engine, settings, worker="test").started == []
@@ -90,24 +101,24 @@ def test_approval_is_refused_before_review_and_needs_distinct_approvers(
     engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session, pytest.raises(Conflict, match="submit it for review first"):
-        workflow.approve(session, settings, edition_id, "ana")
+        approve(session, settings, edition_id, "ana")
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
+        approve(session, settings, edition_id, "ana")
     assert _status(engine, edition_id) is S.REVIEW
     with transaction(engine) as session, pytest.raises(Conflict, match="ANA has already approved"):
-        workflow.approve(session, settings, edition_id, "ANA")
+        approve(session, settings, edition_id, "ANA")
     with transaction(engine) as session, pytest.raises(Conflict, match="1 of the 2 approvals"):
-        workflow.check_approval(session, settings, workflow.get_edition(session, edition_id))
+        check_approval(session, settings, workflow.get_edition(session, edition_id))
     with transaction(engine) as session:
-        workflow.approve(session, settings, edition_id, "ben")
+        approve(session, settings, edition_id, "ben")
     assert _status(engine, edition_id) is S.APPROVED
     with transaction(engine) as session:
         approvals = workflow.valid_approvals(session, edition_id)
-        stored = compose.stored_variants(session, workflow.get_edition(session, edition_id))
+        stored = stored_variants(session, workflow.get_edition(session, edition_id))
     assert [a.approver for a in approvals] == ["ana", "ben"]
     # Each approval names every variant with the hash of its stored rendering.
-    expected = {compose.variant_key(lang, interests): row.content_hash for (lang, interests), row in stored.items()}
+    expected = {variant_key(lang, interests): row.content_hash for (lang, interests), row in stored.items()}
     assert approvals[0].variant_hashes == expected == approvals[1].variant_hashes
     assert set(expected) == {"fr|", "fr|youth", "en|", "en|cities,youth", "es|"}
 
@@ -121,7 +132,7 @@ def test_approval_is_refused_while_a_variant_breaks_the_checks(
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
     with transaction(engine) as session, pytest.raises(Conflict, match=r"cannot be approved: fr\|"):
-        workflow.approve(session, settings, edition_id, "ana")
+        approve(session, settings, edition_id, "ana")
     assert _status(engine, edition_id) is S.REVIEW
     with transaction(engine) as session:
         assert workflow.approvals_of(session, edition_id) == []
@@ -154,19 +165,19 @@ def test_illegal_moves_are_refused_and_change_nothing(
     if start in ("approved", "sent"):
         _approve(engine, settings, edition_id)
     if start == "sent":
-        outcome = workflow.send_edition(engine, settings, edition_id, actor="test", worker="test")
+        outcome = send_edition(engine, settings, edition_id, actor="test", worker="test")
         assert outcome.status is S.SENT
     if start == "cancelled":
         with transaction(engine) as session:
             workflow.cancel(session, edition_id, "marie")
     before = history(engine, edition_id)
     actions = {
-        "schedule": lambda s: workflow.schedule(s, settings, edition_id, utcnow() + timedelta(days=1), "x"),
-        "start": lambda s: workflow.start_sending(s, settings, edition_id, "x"),
+        "schedule": lambda s: schedule(s, settings, edition_id, utcnow() + timedelta(days=1), "x"),
+        "start": lambda s: start_sending(s, settings, edition_id, "x"),
         "submit": lambda s: workflow.submit(s, edition_id, "x"),
         "pause": lambda s: workflow.pause(s, edition_id, "x"),
         "resume": lambda s: workflow.resume(s, edition_id, "x"),
-        "approve": lambda s: workflow.approve(s, settings, edition_id, "zoe"),
+        "approve": lambda s: approve(s, settings, edition_id, "zoe"),
         "cancel": lambda s: workflow.cancel(s, edition_id, "x"),
     }
     with pytest.raises(Conflict) as refused, transaction(engine) as session:
@@ -202,7 +213,7 @@ def test_a_news_item_changed_by_reingest_voids_the_approval(tmp_path: Path, smtp
     # Ingesting the same file again changes nothing, so the approval holds.
     ingest_sources(engine, settings, [str(page)])
     with transaction(engine) as session:
-        assert workflow.refresh_approval(session, settings, workflow.get_edition(session, edition_id), full=False) == []
+        assert refresh_approval(session, settings, workflow.get_edition(session, edition_id), full=False) == []
     page.write_text(page.read_text(encoding="utf-8").replace("three", "four"), encoding="utf-8")
     assert ingest_sources(engine, settings, [str(page)]).updated == 1
 
@@ -241,7 +252,7 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
     edition_id = ids["edition"]
     _approve(engine, settings, edition_id)
     with transaction(engine) as session:
-        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(minutes=5), "ana")
+        schedule(session, settings, edition_id, utcnow() + timedelta(minutes=5), "ana")
 
     used = settings
     with transaction(engine) as session:
@@ -260,22 +271,22 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
             assert lee is not None
             lee.status = SubscriberStatus.UNSUBSCRIBED
             session.flush()
-            compose.render_edition(session, settings, workflow.get_edition(session, edition_id))
+            render_edition(session, settings, workflow.get_edition(session, edition_id))
             lee.status = SubscriberStatus.ACTIVE
         elif change == "rerender":
             # Someone re-renders and stores the variants after a config change (edition render).
             other = make_settings(tmp_path, smtp_server, organisation={"name": "Another Centre"})
-            compose.render_edition(session, other, workflow.get_edition(session, edition_id))
+            render_edition(session, other, workflow.get_edition(session, edition_id))
     if change == "template":
         templates = tmp_path / "templates"
-        shutil.copytree(compose.shipped_templates_dir(), templates)
+        shutil.copytree(shipped_templates_dir(), templates)
         text_template = templates / "email" / "bulletin.txt.j2"
         text_template.write_text(text_template.read_text(encoding="utf-8") + "\nPrinted on recycled electrons.\n")
         used = make_settings(tmp_path, smtp_server, compose={"templates_dir": str(templates)})
     elif change == "config":
         used = make_settings(tmp_path, smtp_server, organisation={"name": "Centre renamed"})
 
-    outcome = workflow.send_edition(engine, used, edition_id, actor="scheduler", worker="test")
+    outcome = send_edition(engine, used, edition_id, actor="scheduler", worker="test")
     assert not outcome.started
     assert outcome.refused and outcome.refused.startswith("approval void: ")
     assert VOID_REASONS[change] in outcome.refused
@@ -285,13 +296,13 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
     with transaction(engine) as session:
         assert workflow.valid_approvals(session, edition_id) == []
         with pytest.raises(Conflict, match="cannot start sending"):
-            workflow.start_sending(session, used, edition_id, "x")
+            start_sending(session, used, edition_id, "x")
     assert history(engine, edition_id)[-1][:2] == ("scheduled", "review")
 
     # Approved again, it goes out with the new content.
     with transaction(engine) as session:
-        workflow.approve(session, used, edition_id, "ben")
-    assert workflow.send_edition(engine, used, edition_id, actor="test", worker="test").status is S.SENT
+        approve(session, used, edition_id, "ben")
+    assert send_edition(engine, used, edition_id, actor="test", worker="test").status is S.SENT
 
 
 def test_changes_that_leave_every_variant_alone_keep_the_approval(
@@ -305,8 +316,8 @@ def test_changes_that_leave_every_variant_alone_keep_the_approval(
         add_subscriber(session, "zoe@example.org", "fr", "")
         add_news(session, "Next month's story", "fr", "youth", days=-5)
     with transaction(engine) as session:
-        assert workflow.approval_problems(session, settings, workflow.get_edition(session, edition_id)) == []
-    outcome = workflow.send_edition(engine, settings, edition_id, actor="test", worker="test")
+        assert approval_problems(session, settings, workflow.get_edition(session, edition_id)) == []
+    outcome = send_edition(engine, settings, edition_id, actor="test", worker="test")
     assert outcome.status is S.SENT
     assert "zoe@example.org" in smtp_server.recipients()
 
@@ -323,7 +334,7 @@ def test_a_variant_with_no_items_is_approved_but_an_edition_with_none_is_not(
         workflow.submit(session, edition.id, "marie")
         edition_id = edition.id
     with transaction(engine) as session, pytest.raises(Conflict, match="has no news items"):
-        workflow.approve(session, settings, edition_id, "ana")
+        approve(session, settings, edition_id, "ana")
     with transaction(engine) as session:
         assert session.get(NewsItem, item) is not None
 
@@ -336,7 +347,7 @@ def test_pause_holds_a_scheduled_edition_and_resume_lets_it_go(
     _approve(engine, settings, edition_id)
     send_at = utcnow() + timedelta(minutes=10)
     with transaction(engine) as session:
-        workflow.schedule(session, settings, edition_id, send_at, "ana")
+        schedule(session, settings, edition_id, send_at, "ana")
         workflow.pause(session, edition_id, "marie", "typo in a subject")
     late = send_at + timedelta(minutes=1)
     assert tick(engine, settings, worker="test", now=late).started == []
@@ -354,13 +365,12 @@ def test_pause_stops_a_send_between_batches_and_resume_continues_it(
     engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
     _approve(engine, settings, edition_id)
-    from bulletin import send
 
     with transaction(engine) as session:
-        edition = workflow.start_sending(session, settings, edition_id, "ana")
-        send.freeze_recipients(session, settings, edition)
+        edition = start_sending(session, settings, edition_id, "ana")
+        freeze_recipients(session, settings, edition)
         workflow.pause(session, edition_id, "marie")
-    report = send.run_send(engine, settings, edition_id, worker="test")
+    report = run_send(engine, settings, edition_id, worker="test")
     assert report.halted and report.sent == 0
     with transaction(engine) as session:
         assert workflow.is_halted(session, edition_id)
@@ -383,7 +393,7 @@ def test_a_cancelled_edition_is_never_sent(
     _approve(engine, settings, edition_id)
     send_at = utcnow() + timedelta(minutes=1)
     with transaction(engine) as session:
-        workflow.schedule(session, settings, edition_id, send_at, "ana")
+        schedule(session, settings, edition_id, send_at, "ana")
         workflow.cancel(session, edition_id, "marie", "replaced")
     assert tick(engine, settings, worker="test", now=send_at + timedelta(hours=1)).started == []
     assert smtp_server.messages == []
@@ -412,7 +422,7 @@ def test_send_times_are_read_in_the_configured_time_zone(world: tuple[Settings, 
         workflow.parse_send_time("next tuesday", "America/Toronto")
     _approve(engine, settings, ids["edition"])
     with transaction(engine) as session, pytest.raises(InvalidInput, match="is in the past"):
-        workflow.schedule(session, settings, ids["edition"], "2020-01-01 09:00", "ana")
+        schedule(session, settings, ids["edition"], "2020-01-01 09:00", "ana")
 
 
 def test_the_tick_notices_an_edited_scheduled_edition_before_its_send_time(
@@ -420,17 +430,17 @@ def test_the_tick_notices_an_edited_scheduled_edition_before_its_send_time(
 ) -> None:
     settings, engine, ids = world
     renders: list[int] = []
-    real_render = compose.render_variants
+    real_render = render_variants
 
-    def counting_render(*args: Any, **kwargs: Any) -> list[compose.RenderedVariant]:
+    def counting_render(*args: Any, **kwargs: Any) -> list[RenderedVariant]:
         renders.append(1)
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(compose, "render_variants", counting_render)
+    monkeypatch.setattr("bulletin.compose.approval.render_variants", counting_render)
     edition_id = ids["edition"]
     _approve(engine, settings, edition_id)
     with transaction(engine) as session:
-        workflow.schedule(session, settings, edition_id, utcnow() + timedelta(days=1), "ana")
+        schedule(session, settings, edition_id, utcnow() + timedelta(days=1), "ana")
     checked: dict[int, datetime] = {}
     renders.clear()
     assert tick(engine, settings, worker="test", checked=checked).voided == []
@@ -456,11 +466,11 @@ def test_an_approved_edition_takes_one_more_approver_when_more_are_required(
     _approve(engine, settings, edition_id, "ana")
     stricter = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
     with transaction(engine) as session, pytest.raises(Conflict, match="has 1 of the 2 approvals it needs"):
-        workflow.start_sending(session, stricter, edition_id, "x")
+        start_sending(session, stricter, edition_id, "x")
     with transaction(engine) as session:
-        second = workflow.approve(session, stricter, edition_id, "ben")
+        second = approve(session, stricter, edition_id, "ben")
         (first,) = [a for a in workflow.valid_approvals(session, edition_id) if a.approver == "ana"]
     assert second.variant_hashes == first.variant_hashes
     with transaction(engine) as session, pytest.raises(Conflict, match="already approved"):
-        workflow.approve(session, stricter, edition_id, "carla")
-    assert workflow.send_edition(engine, stricter, edition_id, actor="test", worker="test").status is S.SENT
+        approve(session, stricter, edition_id, "carla")
+    assert send_edition(engine, stricter, edition_id, actor="test", worker="test").status is S.SENT

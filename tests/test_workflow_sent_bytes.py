@@ -7,10 +7,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bulletin import compose, placeholders, workflow
+from bulletin.app import workflow
+from bulletin.app.links import subscriber_url
+from bulletin.compose import placeholders
+from bulletin.compose.approval import approve
+from bulletin.compose.checks import content_hash
+from bulletin.compose.variants import subscriber_variant, variant_key
 from bulletin.db import transaction
-from bulletin.links import subscriber_url
 from bulletin.models import EditionVariant, Subscriber
+from bulletin.mta.sender import send_edition
 
 from .factories import migrated_engine
 from .smtp_server import RecordingSMTPServer
@@ -35,16 +40,16 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        approval = workflow.approve(session, settings, edition_id, "ana")
+        approval = approve(session, settings, edition_id, "ana")
         approved = {
-            compose.variant_key(v.language, v.interests): (v.subject, v.html, v.text)
+            variant_key(v.language, v.interests): (v.subject, v.html, v.text)
             for v in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id))
         }
         people = {s.email: s for s in session.scalars(select(Subscriber))}
     # The stored rendering is the one approved: its hashes are the approval's.
-    assert {key: compose.content_hash(*parts) for key, parts in approved.items()} == approval.variant_hashes
+    assert {key: content_hash(*parts) for key, parts in approved.items()} == approval.variant_hashes
 
-    outcome = workflow.send_edition(engine, settings, edition_id, actor="test", worker="test")
+    outcome = send_edition(engine, settings, edition_id, actor="test", worker="test")
     assert outcome.status is workflow.S.SENT
     received = smtp_server.wait_for(len(people))
     assert len(received) == len(people)
@@ -52,7 +57,7 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
     for message in received:
         (address,) = message.recipients
         person = people[address]
-        key = compose.variant_key(*compose.subscriber_variant(settings, person.language, person.interests))
+        key = variant_key(*subscriber_variant(settings, person.language, person.interests))
         subject, approved_html, approved_text = approved[key]
         parsed = message.parse()
         assert parsed["Subject"] == subject

@@ -21,10 +21,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from bulletin.app.staff import add_staff
 from bulletin.config import Settings, settings_from_dict
 from bulletin.db import reading, transaction
 from bulletin.models import StaffRole, Subscriber, SubscriberStatus, utcnow
-from bulletin.staff import add_staff
 from bulletin.web import create_app
 
 from .factories import add_news_item, add_subscriber, migrated_engine
@@ -96,7 +96,7 @@ def add_subscriber_row(
 
 def subscriber_state(engine: Engine, email: str) -> Subscriber | None:
     with reading(engine) as session:
-        from bulletin.subscribers import find_subscriber
+        from bulletin.app.subscribers import find_subscriber
 
         subscriber = find_subscriber(session, email)
         if subscriber is not None:
@@ -151,14 +151,15 @@ def add_news(engine: Engine, *, days_ago: float = 1.0) -> list[int]:
 
 def make_edition(engine: Engine, settings: Settings, *, render: bool = True, submit: bool = True) -> int:
     """A draft edition of the recent news, rendered and in review."""
-    from bulletin import compose, editions, workflow
+    from bulletin.app import editions, workflow
+    from bulletin.compose.render import render_edition
 
     with transaction(engine) as session:
         edition = editions.create_edition(
             session, settings, since=utcnow() - timedelta(days=30), until=utcnow(), actor="test"
         )
         if render:
-            compose.render_edition(session, settings, edition)
+            render_edition(session, settings, edition)
         if submit:
             workflow.submit(session, edition.id, "test")
         return edition.id
@@ -207,7 +208,7 @@ def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> st
 
     from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-    from bulletin.links import email_digest
+    from bulletin.app.links import email_digest
 
     class PastSigner(TimestampSigner):
         def get_timestamp(self) -> int:
@@ -218,7 +219,7 @@ def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> st
 
 
 def token_of(settings: Settings, purpose: str, subscriber_id: int, email: str) -> str:
-    from bulletin.links import make_token
+    from bulletin.app.links import make_token
 
     return make_token(settings.secret_key, purpose, subscriber_id, email)  # type: ignore[arg-type]
 

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bulletin import workflow
+from bulletin.app import workflow
+from bulletin.app.editions import create_edition
+from bulletin.compose.approval import approve, schedule
 from bulletin.config import Settings, settings_from_dict
 from bulletin.db import transaction
-from bulletin.editions import create_edition
 from bulletin.models import Delivery, EditionTransition
 
 from .factories import add_news_item, add_subscriber, fast_settings_data, merge_sections, next_serial
@@ -93,8 +94,8 @@ def schedule_approved(engine: Engine, settings: Settings, edition_id: int, when:
     """Submit the draft (marie), approve it (ana) and schedule it for ``when`` (ana), in one transaction."""
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        workflow.approve(session, settings, edition_id, "ana")
-        workflow.schedule(session, settings, edition_id, when, "ana")
+        approve(session, settings, edition_id, "ana")
+        schedule(session, settings, edition_id, when, "ana")
 
 
 def history(engine: Engine, edition_id: int) -> list[tuple[str, str, str]]:

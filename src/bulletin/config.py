@@ -394,7 +394,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
     from zoneinfo import ZoneInfo
 
-    from bulletin.cron import CronError, crontab_trigger
+    from bulletin.runners.cron import CronError, crontab_trigger
 
     try:
         zone = ZoneInfo(settings.schedule.timezone)

@@ -27,9 +27,9 @@ from sqlalchemy import func, select
 
 from bulletin.config import SECRET_KEY_ENV, load_settings, sample_config
 from bulletin.db import engine_for, reading
-from bulletin.devsmtp import MaildirSMTPServer, free_port
 from bulletin.errors import BulletinError
 from bulletin.models import Delivery, Edition, EditionVariant
+from bulletin.mta.devsmtp import MaildirSMTPServer, free_port
 
 MARKER = ".bulletin-demo"
 SECRET_FILE = "secret.key"
@@ -203,7 +203,7 @@ def run_demo(demo_dir: Path) -> DemoResult:
         delivered = server.delivered
 
     settings = load_settings(config)
-    from bulletin import preview
+    from bulletin.compose import preview
 
     result = DemoResult(
         demo_dir=demo_dir,

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import gettext
 import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
+from markupsafe import Markup
 
 LOCALE_DIR = Path(__file__).parent / "locale"
+# The catalog domain of the web pages and the opt-in emails.
+WEB_DOMAIN = "web"
 
 
 def catalog_path(lang: str, domain: str = "bulletin") -> Path:
@@ -53,3 +59,41 @@ def catalog_languages(domain: str = "bulletin") -> list[str]:
     if not LOCALE_DIR.is_dir():
         return []
     return sorted(p.name for p in LOCALE_DIR.iterdir() if (p / "LC_MESSAGES" / f"{domain}.po").is_file())
+
+
+@dataclass(frozen=True)
+class PageText:
+    """The gettext functions of one language, for templates (HTML-safe) and for code (plain)."""
+
+    language: str
+    gettext: Callable[[str], str]
+    ngettext: Callable[[str, str, int], str]
+
+    def plain(self, message: str, **variables: Any) -> str:
+        text = self.gettext(message)
+        return text % variables if variables else text
+
+    def nplain(self, singular: str, plural: str, count: int, **variables: Any) -> str:
+        return self.ngettext(singular, plural, count) % {"count": count, **variables}
+
+    def markup(self, message: str, **variables: Any) -> Markup:
+        """Catalog text is trusted; the variables are escaped as they are put in."""
+        text = Markup(self.gettext(message))
+        return text % variables if variables else text
+
+    def nmarkup(self, singular: str, plural: str, count: int, **variables: Any) -> Markup:
+        text = Markup(self.ngettext(singular, plural, count))
+        return text % {"count": count, **variables}
+
+    def template_functions(self) -> Mapping[str, Any]:
+        return {"_": self.markup, "ngettext": self.nmarkup, "page_language": self.language}
+
+    def plain_functions(self) -> Mapping[str, Any]:
+        """For text templates, which are not HTML-escaped."""
+        return {"_": self.plain, "ngettext": self.nplain, "page_language": self.language}
+
+
+def page_text(language: str) -> PageText:
+    """The web-page and opt-in email strings of one language."""
+    catalog = translations(language, WEB_DOMAIN)
+    return PageText(language=language, gettext=catalog.gettext, ngettext=catalog.ngettext)

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from bulletin.cli import App, pass_app
+from bulletin.compose.approval import refresh_approval
 from bulletin.config import Settings
 from bulletin.errors import InvalidInput
 
@@ -88,8 +89,8 @@ def create(ctx: click.Context, since: str | None, until: str | None) -> None:
         bulletin edition create --since 2025-03-01 --until 2025-03-31 \\
             --subject-fr "Les nouvelles de mars" --intro-fr "Bonne lecture !"
     """
-    from bulletin.compose import plan_variants
-    from bulletin.editions import create_edition, edition_stories
+    from bulletin.app.editions import create_edition, edition_stories
+    from bulletin.compose.variants import plan_variants
 
     app: App = ctx.find_object(App)  # type: ignore[assignment]
     settings = app.settings
@@ -137,8 +138,9 @@ def show(app: App, edition_id: int, as_json: bool) -> None:
 
         bulletin edition show 3 --json
     """
-    from bulletin.compose import render_fingerprint, render_variants, stored_variants, variant_subscriber_counts
-    from bulletin.editions import edition_stories, get_edition
+    from bulletin.app.editions import edition_stories, get_edition
+    from bulletin.compose.render import render_fingerprint, render_variants
+    from bulletin.compose.variants import stored_variants, variant_subscriber_counts
 
     settings = app.settings
     zone = ZoneInfo(settings.schedule.timezone)
@@ -242,9 +244,8 @@ def render(app: App, edition_id: int) -> None:
 
         bulletin edition render 3
     """
-    from bulletin import workflow
-    from bulletin.compose import render_variants, store_variants
-    from bulletin.editions import get_edition
+    from bulletin.app.editions import get_edition
+    from bulletin.compose.render import render_variants, store_variants
 
     settings = app.settings
     # Rendered in a read transaction, stored in a short write one: the database is not locked meanwhile.
@@ -252,7 +253,7 @@ def render(app: App, edition_id: int) -> None:
         rendered = render_variants(session, settings, get_edition(session, edition_id))
     with app.transaction() as session:
         current = get_edition(session, edition_id)
-        voided = workflow.refresh_approval(session, settings, current, actor=app.actor)
+        voided = refresh_approval(session, settings, current, actor=app.actor)
         store_variants(session, settings, current, rendered)
     if voided:
         click.echo(
@@ -292,8 +293,7 @@ def items(
 
         bulletin edition items 3 --move 42 1 --exclude 17
     """
-    from bulletin import workflow
-    from bulletin.editions import edition_stories, exclude_item, get_edition, include_item, move_item
+    from bulletin.app.editions import edition_stories, exclude_item, get_edition, include_item, move_item
 
     settings = app.settings
     changing = bool(move or exclude or include)
@@ -305,9 +305,7 @@ def items(
         for item_id, position in move:
             move_item(session, edition_id, item_id, position, settings=settings, actor=app.actor)
         voided = (
-            workflow.refresh_approval(session, settings, get_edition(session, edition_id), actor=app.actor)
-            if changing
-            else []
+            refresh_approval(session, settings, get_edition(session, edition_id), actor=app.actor) if changing else []
         )
         stories = edition_stories(session, settings, get_edition(session, edition_id))
         lines = []
@@ -360,9 +358,10 @@ def preview(
 
         bulletin edition preview 3 --lang fr --interests youth,cities --open
     """
-    from bulletin import preview as previews
-    from bulletin.compose import plan_variants, render_variants, variant_subscriber_counts
-    from bulletin.editions import get_edition
+    from bulletin.app.editions import get_edition
+    from bulletin.compose import preview as previews
+    from bulletin.compose.render import render_variants
+    from bulletin.compose.variants import plan_variants, variant_subscriber_counts
 
     settings = app.settings
     if all_variants and (language or interests):

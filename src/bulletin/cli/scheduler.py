@@ -10,6 +10,7 @@ from types import FrameType
 import click
 
 from bulletin.cli import App, pass_app
+from bulletin.runners.scheduler import current_holder, describe_holder
 
 
 @click.group()
@@ -45,10 +46,10 @@ def run_command(app: App, tick_seconds: float | None, verbose: bool) -> None:
 
         bulletin scheduler run
     """
-    from bulletin import scheduling
+    from bulletin.runners.scheduler import BulletinScheduler
 
     _configure_logging(verbose)
-    service = scheduling.BulletinScheduler(app.engine, app.settings, tick_seconds=tick_seconds)
+    service = BulletinScheduler(app.engine, app.settings, tick_seconds=tick_seconds)
     service.start()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -72,15 +73,15 @@ def status_command(app: App) -> None:
 
         bulletin scheduler status
     """
-    from bulletin import scheduling, workflow
+    from bulletin.app import workflow
 
-    holder = scheduling.current_holder(app.engine)
+    holder = current_holder(app.engine)
     timezone = app.settings.schedule.timezone
     if holder is None:
         click.echo("No scheduler is running on this database.")
     else:
         click.echo(
-            f"Scheduler: {scheduling.describe_holder(holder.holder)}, since "
+            f"Scheduler: {describe_holder(holder.holder)}, since "
             f"{workflow.format_local(holder.acquired_at, timezone)}, "
             f"last heartbeat {workflow.format_local(holder.heartbeat_at, timezone)}"
         )

@@ -13,7 +13,17 @@ import click
 
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
+from bulletin.compose.approval import refresh_approval, start_sending
 from bulletin.errors import Conflict, InvalidInput, NotFound
+from bulletin.mta.ledger import (
+    SendReport,
+    delivery_counts,
+    delivery_status,
+    freeze_recipients,
+    freeze_summary,
+    sending_editions,
+)
+from bulletin.mta.sender import Progress, finish_if_done, run_send, sending_as, worker_name
 
 
 @edition.command("send")
@@ -68,9 +78,11 @@ def send_command(
 def _test_send(app: App, edition_id: int, addresses: list[str], lang: str | None, interests: str | None) -> None:
     from email.utils import make_msgid
 
-    from bulletin import links, mail, placeholders, smtp
+    from bulletin.app import links
+    from bulletin.app.subscribers import find_subscriber, interests_key, normalize_email
+    from bulletin.compose import placeholders
     from bulletin.models import Edition, EditionVariant
-    from bulletin.subscribers import find_subscriber, interests_key, normalize_email
+    from bulletin.mta import mail, smtp
 
     settings = app.settings
     language = lang or settings.default_language
@@ -125,14 +137,17 @@ def _fill(body: str, values: dict[str, str], *, html: bool) -> str:
 
 
 def _dry_run(app: App, edition_id: int, show_addresses: bool) -> None:
-    from bulletin import send
     from bulletin.models import Edition
+    from bulletin.mta.sender import (
+        iter_recipients,
+        recipients_by_variant,
+    )
 
     with app.reading() as session:
         current = session.get(Edition, edition_id)
         if current is None:
             raise NotFound(f"no edition {edition_id}")
-        rows = send.recipients_by_variant(session, app.settings, edition_id)
+        rows = recipients_by_variant(session, app.settings, edition_id)
         total = 0
         click.echo(f"Edition {edition_id} ({current.status.value}): dry run, nothing is sent.")
         for row in rows:
@@ -146,7 +161,7 @@ def _dry_run(app: App, edition_id: int, show_addresses: bool) -> None:
                 total += row["recipients"]
             click.echo(f"  {row['language']} | {interests}: {row['recipients']} recipient(s) — {verdict}")
             if show_addresses and row["recipients"]:
-                for address in send.iter_recipients(session, app.settings, row["language"], row["interests"]):
+                for address in iter_recipients(session, app.settings, row["language"], row["interests"]):
                     click.echo(f"      {address}")
         click.echo(f"{total} subscriber(s) would receive edition {edition_id}.")
 
@@ -195,22 +210,22 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
-    from bulletin import send, workflow
+    from bulletin.app import workflow
 
     settings, engine = app.settings, app.engine
-    worker = send.worker_name("cli")
-    with send.sending_as(engine, worker):
+    worker = worker_name("cli")
+    with sending_as(engine, worker):
         # A voided approval is recorded in its own transaction, even though the send is then refused.
         with app.transaction() as session:
-            problems = workflow.refresh_approval(session, settings, workflow.get_edition(session, edition_id))
+            problems = refresh_approval(session, settings, workflow.get_edition(session, edition_id))
         if problems:
             raise Conflict(
                 f"approval of edition {edition_id} is void because {'; '.join(problems)}: it needs approval again"
             )
         with app.transaction() as session:
-            current = workflow.start_sending(session, settings, edition_id, app.actor)
-            added = send.freeze_recipients(session, settings, current)
-            summary = send.freeze_summary(session, edition_id)
+            current = start_sending(session, settings, edition_id, app.actor)
+            added = freeze_recipients(session, settings, current)
+            summary = freeze_summary(session, edition_id)
         if added and not as_json:
             click.echo(f"Edition {edition_id}: recipient list frozen ({added} deliveries).")
         missing = (summary or {}).get("unmatched") or {}
@@ -221,16 +236,14 @@ def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
         with _progress_bar(interactive) as bar:
             task = bar.add_task(f"edition {edition_id}", total=None) if bar else None
 
-            def on_progress(state: send.Progress) -> None:
+            def on_progress(state: Progress) -> None:
                 if bar is not None:
                     bar.update(task, total=state.total, completed=state.done)
 
-            report = send.run_send(
-                engine, settings, edition_id, worker=worker, wait_for_retries=wait, progress=on_progress
-            )
-        status = send.finish_if_done(engine, edition_id, app.actor)
+            report = run_send(engine, settings, edition_id, worker=worker, wait_for_retries=wait, progress=on_progress)
+        status = finish_if_done(engine, edition_id, app.actor)
     with app.reading() as session:
-        counts = send.delivery_counts(session, edition_id)
+        counts = delivery_counts(session, edition_id)
     if as_json:
         click.echo(json.dumps({"edition": edition_id, "status": status.value, "counts": counts, **report.as_dict()}))
         return
@@ -284,10 +297,9 @@ def status_command(app: App, edition_id: int, as_json: bool, error_count: int, l
 
         bulletin edition status 12 --json
     """
-    from bulletin import send
 
     with app.reading() as session:
-        status = send.delivery_status(session, edition_id, errors=error_count, uncertain=limit or None)
+        status = delivery_status(session, edition_id, errors=error_count, uncertain=limit or None)
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
@@ -325,20 +337,19 @@ def worker_command(app: App, once: bool, poll: float, name: str) -> None:
 
         bulletin worker --name mail1
     """
-    from bulletin import send
 
     engine, settings = app.engine, app.settings
-    worker = send.worker_name(name)
-    total = send.SendReport()
+    worker = worker_name(name)
+    total = SendReport()
     try:
-        with send.sending_as(engine, worker):
+        with sending_as(engine, worker):
             while True:
                 did_work = False
-                for edition_id in send.sending_editions(engine):
-                    report = send.run_send(engine, settings, edition_id, worker=worker)
+                for edition_id in sending_editions(engine):
+                    report = run_send(engine, settings, edition_id, worker=worker)
                     total.merge(report)
                     did_work = did_work or report.handled > 0 or report.uncertain > 0
-                    status = send.finish_if_done(engine, edition_id, f"worker {name}")
+                    status = finish_if_done(engine, edition_id, f"worker {name}")
                     if report.handled:
                         click.echo(
                             f"edition {edition_id}: {report.sent} sent, {report.deferred} deferred, "

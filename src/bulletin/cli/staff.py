@@ -6,10 +6,10 @@ import sys
 
 import click
 
+from bulletin.app.staff import add_staff, find_staff, get_staff, list_staff, parse_role, remove_staff, set_password
 from bulletin.cli import App, pass_app
 from bulletin.errors import Conflict
 from bulletin.models import StaffRole
-from bulletin.staff import add_staff, find_staff, get_staff, list_staff, parse_role, remove_staff, set_password
 
 ROLE_CHOICES = [role.value for role in StaffRole]
 

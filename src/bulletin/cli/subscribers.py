@@ -12,9 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from bulletin.cli import App, pass_app
-from bulletin.models import SubscriberStatus
-from bulletin.subscribers import (
+from bulletin.app.subscriber_files import export_to_file, import_csv, write_export
+from bulletin.app.subscribers import (
     SubscriberFilter,
     add_subscriber,
     check_interests,
@@ -27,7 +26,8 @@ from bulletin.subscribers import (
     subscriber_stats,
     update_subscriber,
 )
-from bulletin.subscribers_csv import export_to_file, import_csv, write_export
+from bulletin.cli import App, pass_app
+from bulletin.models import SubscriberStatus
 
 STATUS_CHOICE = click.Choice([s.value for s in SubscriberStatus])
 

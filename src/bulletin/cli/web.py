@@ -47,7 +47,7 @@ def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_
     web_app = create_app(settings, engine)
     with contextlib.ExitStack() as stack:
         if with_scheduler:
-            from bulletin.scheduling import running_scheduler
+            from bulletin.runners.scheduler import running_scheduler
 
             stack.enter_context(running_scheduler(engine, settings))
             click.echo("Scheduler running in this process.")

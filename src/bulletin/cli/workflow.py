@@ -6,17 +6,19 @@ import click
 
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
+from bulletin.compose.approval import approve, refresh_approval, schedule
+from bulletin.mta.review import send_review
 
 _BY_HELP = "Who is acting, as logged in the edition's history (default: cli)."
 
 
 def _refresh_approval(app: App, edition_id: int, actor: str) -> None:
     """Record a void approval in its own transaction, so it stays void when the command is refused."""
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
         current = workflow.get_edition(session, edition_id)
-        problems = workflow.refresh_approval(session, app.settings, current, actor=actor)
+        problems = refresh_approval(session, app.settings, current, actor=actor)
     if problems:
         click.echo(
             f"The approval of edition {edition_id} is void ({'; '.join(problems)}); it is back in review.", err=True
@@ -34,7 +36,7 @@ def submit_command(app: App, edition_id: int, actor: str) -> None:
 
         bulletin edition submit 12 --by marie
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
         workflow.submit(session, edition_id, actor)
@@ -53,7 +55,7 @@ def reopen_command(app: App, edition_id: int, reason: str | None, actor: str) ->
 
         bulletin edition reopen 12 --reason "the Spanish intro is missing"
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
         workflow.reopen(session, edition_id, actor, reason)
@@ -74,10 +76,10 @@ def approve_command(app: App, edition_id: int, approver: str) -> None:
 
         bulletin edition approve 12 --by "Ana Pérez"
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
-        approval = workflow.approve(session, app.settings, edition_id, approver)
+        approval = approve(session, app.settings, edition_id, approver)
         current = workflow.get_edition(session, edition_id)
         count = len({a.approver.casefold() for a in workflow.valid_approvals(session, edition_id)})
         status = current.status
@@ -118,12 +120,11 @@ def review_command(
 
         bulletin edition review 12 --to marie@example.org --to paul@example.org --variant fr
     """
-    from bulletin import workflow
 
     to = list(recipients) or list(app.settings.workflow.reviewers)
     if not to:
         raise click.UsageError("name at least one reviewer with --to ADDR (or set workflow.reviewers)")
-    outcome = workflow.send_review(app.engine, app.settings, edition_id, to, variants=list(variants), actor=actor)
+    outcome = send_review(app.engine, app.settings, edition_id, to, variants=list(variants), actor=actor)
     click.echo(
         f"Sent {outcome.messages} test message(s) of {outcome.variants} variant(s) to {', '.join(outcome.recipients)}."
     )
@@ -144,11 +145,11 @@ def schedule_command(app: App, edition_id: int, at: str, actor: str) -> None:
 
         bulletin edition schedule 12 --at "2026-12-01 09:00"
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     _refresh_approval(app, edition_id, actor)
     with app.transaction() as session:
-        current = workflow.schedule(session, app.settings, edition_id, at, actor)
+        current = schedule(session, app.settings, edition_id, at, actor)
         when = current.scheduled_at
     assert when is not None
     timezone = app.settings.schedule.timezone
@@ -170,7 +171,7 @@ def pause_command(app: App, edition_id: int, reason: str | None, actor: str) -> 
 
         bulletin edition pause 12 --reason "typo in the Spanish subject"
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
         workflow.pause(session, edition_id, actor, reason)
@@ -188,7 +189,7 @@ def resume_command(app: App, edition_id: int, actor: str) -> None:
 
         bulletin edition resume 12
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
         current = workflow.resume(session, edition_id, actor)
@@ -214,7 +215,7 @@ def cancel_command(app: App, edition_id: int, reason: str | None, actor: str) ->
 
         bulletin edition cancel 12 --reason "replaced by edition 13"
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     with app.transaction() as session:
         workflow.cancel(session, edition_id, actor, reason)
@@ -231,7 +232,7 @@ def history_command(app: App, edition_id: int) -> None:
 
         bulletin edition history 12
     """
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     timezone = app.settings.schedule.timezone
     with app.reading() as session:

@@ -57,7 +57,7 @@ class Delivery(Base):
 
 
 class SendRatePermit(Base):
-    """Send permits a PostgreSQL worker took from the shared rate limit (see ``bulletin.ratelimit``).
+    """Send permits a PostgreSQL worker took from the shared rate limit (see ``bulletin.mta.ratelimit``).
 
     ``ends_at`` is NULL while the permits may still be in use; then it is the moment (database
     clock, epoch seconds) by which every message sent with them had been answered.

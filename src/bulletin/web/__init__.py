@@ -1,4 +1,7 @@
-"""The web pages: subscription pages for the public and preview/approval pages for staff."""
+"""The web edge: public subscription pages and staff preview and approval pages (Starlette).
+
+Handlers parse the request, own one transaction and call functions of the core folders.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
-    """Build the ASGI application (imported lazily so plain modules can use ``bulletin.web.ratelimit``)."""
+    """Build the ASGI application (its modules load on first use: only `bulletin serve` needs them)."""
     from bulletin.web.app import create_app as _create_app
 
     return _create_app(settings, engine)

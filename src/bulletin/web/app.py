@@ -19,10 +19,10 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from bulletin.app.links import PATHS
 from bulletin.config import Settings
 from bulletin.db import engine_for
 from bulletin.errors import BulletinError, Conflict, NotFound
-from bulletin.links import PATHS
 from bulletin.web.headers import SecurityHeadersMiddleware
 from bulletin.web.language import N_
 from bulletin.web.pages import make_environment, page_language, render

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from bulletin.app.staff import ROLE_RANK, session_stamp
 from bulletin.models import StaffMember, StaffRole
-from bulletin.staff import ROLE_RANK, session_stamp
 from bulletin.web.pages import CSRF_FIELD, csrf_token, csrf_valid, read, render, settings_of
 
 SESSION_KEY = "staff"

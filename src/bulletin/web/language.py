@@ -7,18 +7,12 @@ configured default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from babel import Locale
-from markupsafe import Markup
 from starlette.requests import Request
 
 from bulletin.config import Settings
-
-DOMAIN = "web"
 
 
 def parse_accept_language(header: str) -> list[str]:
@@ -74,42 +68,3 @@ def language_name(code: str) -> str:
     except (ValueError, LookupError):
         return code
     return name[:1].upper() + name[1:]
-
-
-@dataclass(frozen=True)
-class PageText:
-    """The gettext functions of one language, for templates (HTML-safe) and for code (plain)."""
-
-    language: str
-    gettext: Callable[[str], str]
-    ngettext: Callable[[str, str, int], str]
-
-    def plain(self, message: str, **variables: Any) -> str:
-        text = self.gettext(message)
-        return text % variables if variables else text
-
-    def nplain(self, singular: str, plural: str, count: int, **variables: Any) -> str:
-        return self.ngettext(singular, plural, count) % {"count": count, **variables}
-
-    def markup(self, message: str, **variables: Any) -> Markup:
-        """Catalog text is trusted; the variables are escaped as they are put in."""
-        text = Markup(self.gettext(message))
-        return text % variables if variables else text
-
-    def nmarkup(self, singular: str, plural: str, count: int, **variables: Any) -> Markup:
-        text = Markup(self.ngettext(singular, plural, count))
-        return text % {"count": count, **variables}
-
-    def template_functions(self) -> Mapping[str, Any]:
-        return {"_": self.markup, "ngettext": self.nmarkup, "page_language": self.language}
-
-    def plain_functions(self) -> Mapping[str, Any]:
-        """For text templates, which are not HTML-escaped."""
-        return {"_": self.plain, "ngettext": self.nplain, "page_language": self.language}
-
-
-def page_text(language: str) -> PageText:
-    from bulletin.i18n import translations
-
-    catalog = translations(language, DOMAIN)
-    return PageText(language=language, gettext=catalog.gettext, ngettext=catalog.ngettext)

@@ -21,7 +21,8 @@ from starlette.responses import HTMLResponse
 
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
-from bulletin.web.language import PageText, language_name, negotiate, page_text
+from bulletin.i18n import PageText, page_text
+from bulletin.web.language import language_name, negotiate
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 CSRF_FIELD = "csrf_token"

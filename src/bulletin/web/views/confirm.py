@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bulletin.links import InvalidToken
-from bulletin.optin import confirm_by_token
+from bulletin.app.links import InvalidToken
+from bulletin.app.optin import confirm_by_token
 from bulletin.web.pages import client_ip, page_language, render, settings_of, user_agent, write
 from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 

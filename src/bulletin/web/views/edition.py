@@ -18,7 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from bulletin import placeholders
+from bulletin.compose import approval, placeholders
+from bulletin.compose.approval import refresh_approval
+from bulletin.compose.render import render_edition
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, InvalidInput, NotFound
 from bulletin.models import (
@@ -105,7 +107,7 @@ class EditionView:
 
     @property
     def editable(self) -> bool:
-        from bulletin.editions import EDITABLE
+        from bulletin.app.editions import EDITABLE
 
         return self.status in EDITABLE
 
@@ -127,9 +129,10 @@ def topic_labels(settings: Settings, interests: str, language: str) -> list[str]
 
 
 def load_edition(session: Session, settings: Settings, edition_id: int, language: str) -> EditionView:
-    from bulletin import compose
-    from bulletin.editions import edition_stories
-    from bulletin.send import delivery_counts
+    from bulletin.app.editions import edition_stories
+    from bulletin.compose.render import render_fingerprint
+    from bulletin.compose.variants import variant_key, variant_subscriber_counts
+    from bulletin.mta.sender import delivery_counts
 
     edition = session.get(Edition, edition_id)
     if edition is None:
@@ -161,7 +164,7 @@ def load_edition(session: Session, settings: Settings, edition_id: int, language
                 ],
             )
         )
-    audience = compose.variant_subscriber_counts(session, settings)
+    audience = variant_subscriber_counts(session, settings)
     variants = session.scalars(
         select(EditionVariant)
         .where(EditionVariant.edition_id == edition.id)
@@ -171,7 +174,7 @@ def load_edition(session: Session, settings: Settings, edition_id: int, language
         view.variants.append(
             VariantView(
                 id=variant.id,
-                key=compose.variant_key(variant.language, variant.interests),
+                key=variant_key(variant.language, variant.interests),
                 language=variant.language,
                 topics=topic_labels(settings, variant.interests, language),
                 subject=variant.subject,
@@ -194,7 +197,7 @@ def load_edition(session: Session, settings: Settings, edition_id: int, language
         )
     )
     if view.editable:
-        view.stale = not view.variants or edition.render_fingerprint != compose.render_fingerprint(settings)
+        view.stale = not view.variants or edition.render_fingerprint != render_fingerprint(settings)
     view.deliveries = delivery_counts(session, edition.id)
     return view
 
@@ -286,17 +289,17 @@ async def variant_frame(request: Request, user: StaffUser) -> Response:
 
 def _refresh(session: Session, settings: Settings, edition_id: int, actor: str) -> None:
     """After a change of content: void an approval it breaks, then store the new previews."""
-    from bulletin import compose, workflow
+    from bulletin.app import workflow
 
     edition = workflow.get_edition(session, edition_id)
-    workflow.refresh_approval(session, settings, edition, actor=actor)
-    compose.render_edition(session, settings, edition)
+    refresh_approval(session, settings, edition, actor=actor)
+    render_edition(session, settings, edition)
 
 
 @staff_view(StaffRole.EDITOR)
 async def arrange_items(request: Request, user: StaffUser) -> Response:
     """POST /staff/editions/{id}/items: move a story up or down, exclude or include a version."""
-    from bulletin import editions
+    from bulletin.app import editions
 
     settings = settings_of(request)
     text = page_language(request)
@@ -337,7 +340,7 @@ async def render_variants(request: Request, user: StaffUser) -> Response:
     edition_id = int(request.path_params["edition_id"])
 
     def work(session: Session) -> None:
-        from bulletin import editions
+        from bulletin.app import editions
 
         edition = editions.get_edition(session, edition_id)
         if edition.status not in editions.EDITABLE:
@@ -350,7 +353,7 @@ async def render_variants(request: Request, user: StaffUser) -> Response:
 @staff_view(StaffRole.EDITOR)
 async def change_status(request: Request, user: StaffUser) -> Response:
     """POST /staff/editions/{id}/status: submit, reopen, pause, resume or cancel."""
-    from bulletin import workflow
+    from bulletin.app import workflow
 
     text = page_language(request)
     edition_id = int(request.path_params["edition_id"])
@@ -382,14 +385,13 @@ async def change_status(request: Request, user: StaffUser) -> Response:
 @staff_view(StaffRole.APPROVER)
 async def approve(request: Request, user: StaffUser) -> Response:
     """POST /staff/editions/{id}/approve: lock the approval to every variant's content hash."""
-    from bulletin import workflow
 
     settings = settings_of(request)
     text = page_language(request)
     edition_id = int(request.path_params["edition_id"])
 
     def work(session: Session) -> None:
-        workflow.approve(session, settings, edition_id, user.name)
+        approval.approve(session, settings, edition_id, user.name)
 
     return await _act(request, user, edition_id, work, text.plain("Your approval is recorded."))
 
@@ -397,7 +399,6 @@ async def approve(request: Request, user: StaffUser) -> Response:
 @staff_view(StaffRole.APPROVER)
 async def schedule(request: Request, user: StaffUser) -> Response:
     """POST /staff/editions/{id}/schedule: set the send time, in the configured time zone."""
-    from bulletin import workflow
 
     settings = settings_of(request)
     text = page_language(request)
@@ -409,7 +410,7 @@ async def schedule(request: Request, user: StaffUser) -> Response:
         return _back(edition_id)
 
     def work(session: Session) -> None:
-        workflow.schedule(session, settings, edition_id, when, user.name)
+        approval.schedule(session, settings, edition_id, when, user.name)
 
     return await _act(request, user, edition_id, work, text.plain("The send is scheduled."))
 
@@ -465,8 +466,8 @@ def send_tests(settings: Settings, email: str, name: str, variants: list[tuple[s
     """Mail each variant to one staff member, marked as a test, with sample personal links."""
     from email.utils import make_msgid
 
-    from bulletin.mail import build_message, sender_domain
-    from bulletin.smtp import send_one
+    from bulletin.mta.mail import build_message, sender_domain
+    from bulletin.mta.smtp import send_one
 
     for subject, html, text in variants:
         message = build_message(

@@ -10,11 +10,10 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bulletin.links import InvalidToken, Purpose, subscriber_url
+from bulletin.app.links import InvalidToken, Purpose, subscriber_for_token, subscriber_url
+from bulletin.i18n import PageText
 from bulletin.models import Subscriber, SubscriberStatus
-from bulletin.web.language import PageText
 from bulletin.web.pages import CSRF_FIELD, csrf_valid, page_language, read, render, settings_of
-from bulletin.web.tokens import subscriber_for_token
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bulletin.links import InvalidToken
+from bulletin.app.links import InvalidToken, subscriber_for_token
+from bulletin.app.optin import resubscribe, unsubscribe
+from bulletin.app.subscribers import update_subscriber
+from bulletin.i18n import PageText
 from bulletin.models import SubscriberStatus
-from bulletin.optin import resubscribe, unsubscribe
-from bulletin.subscribers import update_subscriber
-from bulletin.web.language import PageText
 from bulletin.web.pages import (
     client_ip,
     flash,
@@ -22,7 +22,6 @@ from bulletin.web.pages import (
     user_agent,
     write,
 )
-from bulletin.web.tokens import subscriber_for_token
 from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 from bulletin.web.views.subscribe import interest_choices
 

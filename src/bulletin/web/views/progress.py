@@ -39,7 +39,7 @@ class Progress:
 
 
 def load_progress(session: Session, edition_id: int) -> Progress:
-    from bulletin.send import delivery_counts
+    from bulletin.mta.sender import delivery_counts
 
     edition = session.get(Edition, edition_id)
     if edition is None:

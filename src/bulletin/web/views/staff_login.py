@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bulletin.staff import LoginResult, authenticate
+from bulletin.app.staff import LoginResult, authenticate
 from bulletin.web.auth import current_staff, log_in, log_out, safe_next
 from bulletin.web.pages import CSRF_FIELD, client_ip, csrf_valid, page_language, render, settings_of, write
 

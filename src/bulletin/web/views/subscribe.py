@@ -9,10 +9,11 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from bulletin.app.optin import OptinEmail, RateLimited, request_subscription
+from bulletin.app.subscribers import normalize_email
 from bulletin.errors import InvalidInput
-from bulletin.optin import OptinEmail, RateLimited, request_subscription, send_optin_email
-from bulletin.subscribers import normalize_email
-from bulletin.web.language import PageText
+from bulletin.i18n import PageText
+from bulletin.mta.notices import send_optin_email
 from bulletin.web.pages import CSRF_FIELD, client_ip, csrf_valid, page_language, render, settings_of, user_agent, write
 
 # A field people never see; a form that fills it in was filled in by a robot.

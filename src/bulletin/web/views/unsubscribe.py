@@ -12,10 +12,9 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bulletin.links import InvalidToken
-from bulletin.optin import unsubscribe
+from bulletin.app.links import InvalidToken, subscriber_for_token
+from bulletin.app.optin import unsubscribe
 from bulletin.web.pages import page_language, render, settings_of, write
-from bulletin.web.tokens import subscriber_for_token
 from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 
 ONE_CLICK_FIELD = "List-Unsubscribe"

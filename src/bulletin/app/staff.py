@@ -14,10 +14,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bulletin.app import throttle
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, Conflict, InvalidInput, NotFound
 from bulletin.models import StaffMember, StaffRole
-from bulletin.web import ratelimit
 
 MIN_PASSWORD_LENGTH = 10
 LOGIN_WINDOW = timedelta(minutes=15)
@@ -89,7 +89,7 @@ def add_staff(session: Session, name: str, *, role: StaffRole, password: str, em
         raise Conflict(f"a staff member named {name!r} already exists")
     check_password_strength(password)
     if email:
-        from bulletin.subscribers import normalize_email
+        from bulletin.app.subscribers import normalize_email
 
         email = normalize_email(email)
     member = StaffMember(name=name, role=role, email=email or None, password_hash=hash_password(password))
@@ -115,17 +115,17 @@ def remove_staff(session: Session, name: str) -> None:
 
 def session_stamp(member: StaffMember) -> str:
     """Changes when the password changes, so that older login cookies stop working."""
-    return ratelimit.rate_key(member.password_hash)[:16]
+    return throttle.rate_key(member.password_hash)[:16]
 
 
 def authenticate(
     session: Session, settings: Settings, name: str, password: str, *, ip: str, now: datetime | None = None
 ) -> LoginResult:
     """Check a login, refusing it while the account or the client IP has too many recent failures."""
-    name_key = ratelimit.rate_key(name)
-    ip_key = ratelimit.rate_key(ip)
+    name_key = throttle.rate_key(name)
+    ip_key = throttle.rate_key(ip)
     limit = settings.web.login_attempts
-    if not ratelimit.allowed(session, "login-name", name_key, limit, LOGIN_WINDOW, now=now) or not ratelimit.allowed(
+    if not throttle.allowed(session, "login-name", name_key, limit, LOGIN_WINDOW, now=now) or not throttle.allowed(
         session, "login-ip", ip_key, limit * IP_FACTOR, LOGIN_WINDOW, now=now
     ):
         return LoginResult(member=None, throttled=True)
@@ -133,12 +133,12 @@ def authenticate(
     if member is not None and _verify(member.password_hash, password):
         if _hasher.check_needs_rehash(member.password_hash):
             member.password_hash = hash_password(password)
-        ratelimit.clear_events(session, "login-name", name_key)
+        throttle.clear_events(session, "login-name", name_key)
         return LoginResult(member=member)
     if member is None:
         _verify(_DUMMY_HASH, password)
-    ratelimit.record_event(session, "login-name", name_key, now=now)
-    ratelimit.record_event(session, "login-ip", ip_key, now=now)
+    throttle.record_event(session, "login-name", name_key, now=now)
+    throttle.record_event(session, "login-ip", ip_key, now=now)
     return LoginResult(member=None)
 
 

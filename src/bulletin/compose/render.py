@@ -3,7 +3,7 @@
 Pipeline for the HTML part: Jinja2 (autoescape on; news content only ever enters as data)
 writes MJML from the templates, mjml-python turns it into responsive HTML, premailer inlines
 ``inline.css``. The plain-text part comes from its own template, wrapped at 78 columns.
-Per-recipient parts are the placeholders of :mod:`bulletin.placeholders`, so each variant is
+Per-recipient parts are the placeholders of :mod:`bulletin.compose.placeholders`, so each variant is
 rendered once, never once per subscriber.
 
 Speed: a variant's items are a subset, in edition order, of the items shown in its language.
@@ -25,7 +25,6 @@ import logging
 import re
 import textwrap
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,20 +33,21 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
-import lxml.html  # type: ignore[import-untyped]
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from bulletin import __version__, placeholders
+from bulletin import __version__
+from bulletin.app.editions import Story, edition_stories, last_day
+from bulletin.compose import placeholders
+from bulletin.compose.checks import check_variant, content_hash
+from bulletin.compose.variants import plan_variants, variant_key
 from bulletin.config import Settings
-from bulletin.editions import Story, edition_stories, last_day
 from bulletin.errors import BulletinError, InvalidInput
 from bulletin.i18n import catalog_path, translations
-from bulletin.links import PATHS, make_token
-from bulletin.models import Edition, EditionVariant, NewsItem, Subscriber, SubscriberStatus, utcnow
+from bulletin.models import Edition, EditionVariant, NewsItem, utcnow
 
 TEXT_WIDTH = 78
 LAYOUT = "email/layout.mjml.j2"
@@ -96,50 +96,16 @@ class RenderedVariant:
         return self.item_count == 0
 
 
-def variant_key(language: str, interests: str) -> str:
-    """The key naming a variant across areas: ``"fr|cities,youth"``."""
-    return f"{language}|{interests}"
-
-
-def subscriber_variant(settings: Settings, language: str, interests: str) -> tuple[str, str]:
-    """The variant a subscriber receives: unknown languages get the default, unknown topics are dropped."""
-    if language not in settings.languages:
-        language = settings.default_language
-    known = set(settings.interest_keys)
-    keys = sorted({key for key in interests.split(",") if key in known})
-    return language, ",".join(keys)
-
-
-def variant_subscriber_counts(session: Session, settings: Settings) -> dict[tuple[str, str], int]:
-    """Active subscribers per variant."""
-    counts: Counter[tuple[str, str]] = Counter()
-    rows = session.execute(
-        select(Subscriber.language, Subscriber.interests, func.count())
-        .where(Subscriber.status == SubscriberStatus.ACTIVE)
-        .group_by(Subscriber.language, Subscriber.interests)
-    )
-    for language, interests, count in rows:
-        counts[subscriber_variant(settings, language, interests or "")] += int(count)
-    return dict(counts)
-
-
-def plan_variants(session: Session, settings: Settings, edition: Edition) -> list[tuple[str, str]]:
-    """The (language, interests) pairs of active subscribers, in a stable order."""
-    rank = {lang: index for index, lang in enumerate(settings.languages)}
-    pairs = variant_subscriber_counts(session, settings)
-    return sorted(pairs, key=lambda pair: (rank[pair[0]], pair[1].count(",") + bool(pair[1]), pair[1]))
-
-
 # ---------------------------------------------------------------------------
 # Templates
 
 
 def shipped_templates_dir() -> Path:
     """The templates shipped with bulletin: the repository's ``templates/`` or the installed copy."""
-    repository = Path(__file__).resolve().parents[2] / "templates"
+    repository = Path(__file__).resolve().parents[3] / "templates"
     if (repository / LAYOUT).is_file():
         return repository
-    return Path(__file__).resolve().parent / "_templates"
+    return Path(__file__).resolve().parents[1] / "_templates"
 
 
 def template_dirs(settings: Settings) -> tuple[str, ...]:
@@ -448,88 +414,6 @@ def _split(document: str) -> _LanguageDocument:
 
 
 # ---------------------------------------------------------------------------
-# Checks
-
-
-def _placeholder_growth(settings: Settings) -> dict[str, int]:
-    """How many bytes each placeholder may grow by when filled for a recipient."""
-    token = make_token("x" * 32, "unsubscribe", 10**9, "someone.with.a.long.name@example.org")
-    url_length = len(settings.web.base_url.rstrip("/")) + len(PATHS["preferences"]) + len(token)
-    return {
-        placeholders.NAME: 40 - len(placeholders.NAME),
-        placeholders.UNSUBSCRIBE_URL: url_length - len(placeholders.UNSUBSCRIBE_URL),
-        placeholders.PREFERENCES_URL: url_length - len(placeholders.PREFERENCES_URL),
-    }
-
-
-def _hidden(element: Any) -> bool:
-    while element is not None:
-        style = (element.get("style") or "").replace(" ", "").lower()
-        if "display:none" in style or "visibility:hidden" in style:
-            return True
-        element = element.getparent()
-    return False
-
-
-def _absolute(url: str) -> bool:
-    if url in placeholders.ALL:
-        return True
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https"):
-        return bool(parts.netloc)
-    return parts.scheme == "mailto"
-
-
-def check_variant(settings: Settings, html: str, text: str, preheader: str) -> list[str]:
-    """Problems that forbid sending this variant, one sentence each."""
-    problems = []
-    size = len(html.encode("utf-8")) + sum(
-        html.count(placeholder) * growth for placeholder, growth in _placeholder_growth(settings).items()
-    )
-    budget = settings.compose.max_html_bytes
-    if size > budget:
-        problems.append(
-            f"HTML is {size / 1024:.1f} KB with links filled in, over the {budget / 1024:.0f} KB budget "
-            "(Gmail clips larger messages): exclude some items"
-        )
-    root = lxml.html.document_fromstring(html)
-    if not (root.get("lang") or "").strip():
-        problems.append("the <html> element has no lang attribute")
-    if not preheader.strip() or html_lib.escape(preheader, quote=False) not in html:
-        problems.append("no preheader")
-    for image in root.iter("img"):
-        if not (image.get("alt") or "").strip():
-            problems.append(f"image without alt text: {image.get('src')}")
-        if not _absolute(image.get("src") or ""):
-            problems.append(f"image address is not absolute: {image.get('src')!r}")
-    for link in root.iter("a"):
-        href = link.get("href")
-        if href is not None and not _absolute(href):
-            problems.append(f"link is not absolute: {href!r}")
-    unsubscribe = [
-        a for a in root.iter("a") if a.get("href") == placeholders.UNSUBSCRIBE_URL and a.text_content().strip()
-    ]
-    if not any(not _hidden(a) for a in unsubscribe):
-        problems.append("no visible unsubscribe link in the HTML part")
-    if placeholders.UNSUBSCRIBE_URL not in text:
-        problems.append("no unsubscribe link in the text part")
-    body_text = " ".join(root.text_content().split())
-    organisation = settings.organisation
-    for what, value in (("address", organisation.address), ("contact address", organisation.contact_email)):
-        if " ".join(value.split()) not in body_text:
-            problems.append(f"the footer lacks the organisation's {what}")
-    return problems
-
-
-def content_hash(subject: str, html: str, text: str) -> str:
-    """Hash of what a variant says, placeholders unfilled: approvals are locked to it."""
-    digest = hashlib.sha256()
-    for part in (subject, html, text):
-        encoded = part.encode("utf-8")
-        digest.update(len(encoded).to_bytes(8, "big"))
-        digest.update(encoded)
-    return digest.hexdigest()
-
 
 # ---------------------------------------------------------------------------
 # Rendering
@@ -596,7 +480,7 @@ class EditionRenderer:
         subjects = self.edition.subjects or {}
         if language in subjects and subjects[language].strip():
             return subjects[language].strip()
-        from bulletin.editions import default_subject
+        from bulletin.app.editions import default_subject
 
         return default_subject(self.settings, language, self.edition.period_end)
 
@@ -721,8 +605,3 @@ def render_edition(session: Session, settings: Settings, edition: Edition) -> li
     rendered = render_variants(session, settings, edition)
     store_variants(session, settings, edition, rendered)
     return rendered
-
-
-def stored_variants(session: Session, edition: Edition) -> dict[tuple[str, str], EditionVariant]:
-    rows = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition.id))
-    return {(row.language, row.interests): row for row in rows}

@@ -1,6 +1,6 @@
 """The sender: works through the delivery ledger over SMTP, safe to kill at any moment.
 
-The rules that make a send safe (see :mod:`bulletin.ledger`):
+The rules that make a send safe (see :mod:`bulletin.mta.ledger`):
 
 - the recipient list is frozen once, in one transaction, when the send starts;
 - a row moves to ``sending`` in a committed transaction *before* its SMTP transaction, and to
@@ -30,11 +30,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from bulletin import links, mail
+from bulletin.app import links
+from bulletin.app.workflow import finish_sending, get_edition
+from bulletin.compose.approval import refresh_approval, start_sending
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, reading, transaction
 from bulletin.errors import BulletinError, Conflict, NotFound
-from bulletin.ledger import (
+from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant, Lock, Subscriber, utcnow
+from bulletin.mta import mail
+from bulletin.mta.ledger import (
     INTERRUPTED_REASON,
     NO_NEWS_REASON,
     Claimed,
@@ -53,9 +57,8 @@ from bulletin.ledger import (
     sending_editions,
     unsettled,
 )
-from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant, Lock, Subscriber, utcnow
-from bulletin.ratelimit import Limiter, Permit, limiter_for
-from bulletin.smtp import Envelope, SmtpFailure, SmtpTransport, Transport
+from bulletin.mta.ratelimit import Limiter, Permit, limiter_for
+from bulletin.mta.smtp import Envelope, SmtpFailure, SmtpTransport, Transport
 
 __all__ = [
     "INTERRUPTED_REASON",
@@ -644,7 +647,35 @@ def retry_due(engine: Engine, settings: Settings, *, worker: str | None = None) 
 
 def finish_if_done(engine: Engine, edition_id: int, actor: str) -> EditionStatus:
     """Mark the edition sent when nothing is left to send; return its status."""
-    from bulletin.workflow import finish_sending
-
     with transaction(engine) as session:
         return finish_sending(session, edition_id, actor).status
+
+
+@dataclass
+class SendOutcome:
+    """What one attempt to send an edition did."""
+
+    edition_id: int
+    started: bool
+    status: EditionStatus
+    report: SendReport | None = None
+    refused: str | None = None
+
+
+def send_edition(engine: Engine, settings: Settings, edition_id: int, *, actor: str, worker: str) -> SendOutcome:
+    """Start (or resume) an approved edition and send it: verify, freeze recipients, send, finish.
+
+    Each step is its own short transaction; no transaction is held while talking SMTP.
+    """
+    with transaction(engine) as session:
+        edition = get_edition(session, edition_id)
+        problems = refresh_approval(session, settings, edition, actor=actor)
+        if problems:
+            return SendOutcome(edition_id, False, edition.status, refused="approval void: " + "; ".join(problems))
+    with transaction(engine) as session:
+        edition = start_sending(session, settings, edition_id, actor)
+        freeze_recipients(session, settings, edition)
+    report = run_send(engine, settings, edition_id, worker=worker)
+    with transaction(engine) as session:
+        edition = finish_sending(session, edition_id, actor)
+        return SendOutcome(edition_id, True, edition.status, report=report)

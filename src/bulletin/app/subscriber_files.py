@@ -21,11 +21,7 @@ from typing import IO, Literal
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from bulletin.config import Settings
-from bulletin.db import reading, transaction
-from bulletin.errors import InvalidInput
-from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
-from bulletin.subscribers import (
+from bulletin.app.subscribers import (
     SubscriberFilter,
     check_interests,
     check_language,
@@ -37,6 +33,10 @@ from bulletin.subscribers import (
     suppression_hash,
     suppression_salt,
 )
+from bulletin.config import Settings
+from bulletin.db import reading, transaction
+from bulletin.errors import InvalidInput
+from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
 
 COLUMNS = ("email", "name", "language", "interests")
 MAX_LINE_BYTES = 64 * 1024

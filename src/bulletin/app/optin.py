@@ -13,20 +13,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import make_msgid
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
-import jinja2
 from sqlalchemy.orm import Session
 
-from bulletin.config import Settings
-from bulletin.errors import BulletinError
-from bulletin.links import CONFIRM_MAX_AGE, subscriber_url
-from bulletin.models import Subscriber, SubscriberStatus, utcnow
-from bulletin.subscribers import (
+from bulletin.app import throttle
+from bulletin.app.links import subscriber_for_token
+from bulletin.app.subscribers import (
     check_interests,
     check_language,
     clean_name,
@@ -36,14 +29,14 @@ from bulletin.subscribers import (
     set_status,
     update_subscriber,
 )
-from bulletin.web import ratelimit
-from bulletin.web.tokens import subscriber_for_token
+from bulletin.config import Settings
+from bulletin.errors import BulletinError
+from bulletin.models import Subscriber, SubscriberStatus, utcnow
 
 log = logging.getLogger(__name__)
 
 ADDRESS_WINDOW = timedelta(hours=24)
 IP_WINDOW = timedelta(hours=1)
-EMAIL_TEMPLATES = Path(__file__).parent / "web" / "templates" / "email"
 ACTOR = "web"
 
 
@@ -85,12 +78,12 @@ def request_subscription(
     canonical = check_interests(settings, interests)
     name = clean_name(name)
     now = now or utcnow()
-    ip_key = ratelimit.rate_key(ip)
-    if not ratelimit.allowed(session, "optin-ip", ip_key, settings.web.confirm_emails_per_ip, IP_WINDOW, now=now):
+    ip_key = throttle.rate_key(ip)
+    if not throttle.allowed(session, "optin-ip", ip_key, settings.web.confirm_emails_per_ip, IP_WINDOW, now=now):
         raise RateLimited("too many subscription requests from your network; please try again in an hour")
-    ratelimit.record_event(session, "optin-ip", ip_key, now=now)
-    address_key = ratelimit.rate_key(address)
-    if not ratelimit.allowed(
+    throttle.record_event(session, "optin-ip", ip_key, now=now)
+    address_key = throttle.rate_key(address)
+    if not throttle.allowed(
         session, "optin-address", address_key, settings.web.confirm_emails_per_address, ADDRESS_WINDOW, now=now
     ):
         log.info("opt-in email not sent: rate limit of the address reached")
@@ -98,7 +91,7 @@ def request_subscription(
 
     subscriber = find_subscriber(session, address)
     if subscriber is None:
-        from bulletin.subscribers import add_subscriber
+        from bulletin.app.subscribers import add_subscriber
 
         subscriber = add_subscriber(
             session,
@@ -136,7 +129,7 @@ def request_subscription(
     else:
         log.info("opt-in email not sent: the address is %s", subscriber.status.value)
         return None
-    ratelimit.record_event(session, "optin-address", address_key, now=now)
+    throttle.record_event(session, "optin-address", address_key, now=now)
     session.flush()
     return OptinEmail(
         kind=kind, subscriber_id=subscriber.id, email=subscriber.email, name=subscriber.name, language=language
@@ -172,68 +165,3 @@ def resubscribe(session: Session, subscriber: Subscriber, *, ip: str | None, use
     subscriber.consent_source = "web"
     subscriber.consent_at = utcnow()
     return confirm_subscriber(session, subscriber, actor=ACTOR, ip=ip, user_agent=user_agent)
-
-
-# ---------------------------------------------------------------------------
-# The emails
-
-
-@lru_cache(maxsize=1)
-def _email_environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(EMAIL_TEMPLATES),
-        autoescape=jinja2.select_autoescape(["html"]),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-
-
-def build_optin_message(settings: Settings, plan: OptinEmail) -> EmailMessage:
-    """The confirmation (or "already subscribed") email, in the language the person chose."""
-    from bulletin.mail import build_message
-    from bulletin.web.language import page_text
-
-    text = page_text(plan.language)
-    list_name = settings.organisation.list_name
-    if plan.kind == "confirm":
-        url = subscriber_url(settings, "confirm", plan.subscriber_id, plan.email)
-        subject = text.plain("Please confirm your subscription to %(list)s", list=list_name)
-    else:
-        url = subscriber_url(settings, "preferences", plan.subscriber_id, plan.email)
-        subject = text.plain("You are already subscribed to %(list)s", list=list_name)
-    env = _email_environment()
-    values = {
-        "organisation": settings.organisation,
-        "list_name": list_name,
-        "name": plan.name,
-        "url": url,
-        "days": CONFIRM_MAX_AGE // 86400,
-        "subject": subject,
-        "language": plan.language,
-    }
-    html = env.get_template(f"{plan.kind}.html").render(values, **text.template_functions())
-    plain = env.get_template(f"{plan.kind}.txt").render(values, **text.plain_functions())
-    domain = settings.sender.from_address.rpartition("@")[2] or "localhost"
-    return build_message(
-        settings,
-        to_email=plan.email,
-        to_name=plan.name,
-        subject=subject,
-        html=html,
-        text=plain,
-        message_id=make_msgid(idstring="optin", domain=domain),
-        list_unsubscribe_url=None,
-        extra_headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
-    )
-
-
-def send_optin_email(settings: Settings, plan: OptinEmail) -> bool:
-    """Send the opt-in email now; a failure is logged (the page already answered) and returns False."""
-    from bulletin.smtp import send_one
-
-    try:
-        send_one(settings, build_optin_message(settings, plan))
-    except Exception as exc:
-        log.error("could not send the %s email for subscriber %s: %s", plan.kind, plan.subscriber_id, exc)
-        return False
-    return True

@@ -20,9 +20,9 @@ from contextlib import suppress
 from email.message import EmailMessage
 from typing import NamedTuple, Protocol
 
-from bulletin import mail
 from bulletin.config import Settings
 from bulletin.errors import BulletinError
+from bulletin.mta import mail
 
 
 class SmtpConfigError(BulletinError):

@@ -4,7 +4,7 @@ It runs aiosmtpd in a background thread on the loopback interface. Each recipien
 copy, with ``Return-Path`` and ``Delivered-To`` prepended as a mail delivery agent would, so the
 Maildir can be opened by any mail reader (``mutt -f DIR``) or counted with ``ls DIR/new``.
 
-Run it alone with ``python -m bulletin.devsmtp MAILDIR --port 1025``.
+Run it alone with ``python -m bulletin.mta.devsmtp MAILDIR --port 1025``.
 """
 
 from __future__ import annotations

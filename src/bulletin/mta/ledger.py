@@ -3,7 +3,7 @@
 A row goes ``pending`` -> ``sending`` -> ``sent``, or ``deferred`` (retried with exponential
 backoff), ``failed`` or ``skipped``. This module freezes the recipient list, claims due rows
 (``sending`` is committed before any SMTP transaction) and records outcomes (``sent`` only after
-the server's 250), with the retry and bounce rules. :mod:`bulletin.send` drives it.
+the server's 250), with the retry and bounce rules. :mod:`bulletin.mta.sender` drives it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from bulletin import mail
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, reading, transaction
 from bulletin.errors import NotFound
@@ -33,6 +32,7 @@ from bulletin.models import (
     SubscriberStatus,
     utcnow,
 )
+from bulletin.mta import mail
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def freeze_recipients(session: Session, settings: Settings, edition: Edition) ->
             ).where(EditionVariant.edition_id == edition.id)
         )
     }
-    from bulletin.compose import subscriber_variant
+    from bulletin.compose.variants import subscriber_variant
 
     # The composer's rule for which variant a subscriber reads, memoised per (language, interests).
     chosen: dict[tuple[str, str], tuple[str, str]] = {}
@@ -211,7 +211,7 @@ def freeze_summary(session: Session, edition_id: int) -> dict[str, Any] | None:
 
 def recipients_by_variant(session: Session, settings: Settings, edition_id: int) -> list[dict[str, Any]]:
     """For a dry run: active subscribers per variant of the edition, without touching the ledger."""
-    from bulletin.compose import variant_subscriber_counts
+    from bulletin.compose.variants import variant_subscriber_counts
 
     counts = variant_subscriber_counts(session, settings)
     rows: list[dict[str, Any]] = []
@@ -256,7 +256,7 @@ def iter_recipients(
     session: Session, settings: Settings, language: str, interests: str, batch: int = 1000
 ) -> Iterator[str]:
     """Addresses of the active subscribers who read one variant, streamed in id order."""
-    from bulletin.compose import subscriber_variant
+    from bulletin.compose.variants import subscriber_variant
 
     last_id = 0
     while True:
@@ -395,7 +395,7 @@ def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tup
     Rows of subscribers who are no longer active are marked ``skipped`` instead. Nothing is
     claimed when the edition is paused or cancelled.
     """
-    from bulletin.workflow import is_halted
+    from bulletin.app.workflow import is_halted
 
     now = utcnow()
     with transaction(engine) as session:
@@ -548,7 +548,7 @@ def record_outcomes(
 
 def _apply_bounce_rule(session: Session, settings: Settings, outcomes: list[Outcome], worker: str) -> int:
     """Count a permanent failure against each address; make it ``bounced`` after ``bounce_after`` editions."""
-    from bulletin.subscribers import set_status
+    from bulletin.app.subscribers import set_status
 
     ids = [o.subscriber_id for o in outcomes]
     replies = {o.subscriber_id: o.reply for o in outcomes}

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
+from bulletin.models import Subscriber
 
 Purpose = Literal["unsubscribe", "preferences", "confirm"]
 CONFIRM_MAX_AGE = 7 * 24 * 3600
@@ -89,3 +91,18 @@ def subscriber_url(settings: Settings, purpose: Purpose, subscriber_id: int, ema
     """The absolute URL of a subscriber's signed page."""
     token = make_token(settings.secret_key, purpose, subscriber_id, email)
     return settings.web.base_url.rstrip("/") + PATHS[purpose] + token
+
+
+# A token longer than this is not one of ours; refuse it before any work.
+MAX_TOKEN_LENGTH = 400
+
+
+def subscriber_for_token(session: Session, settings: Settings, purpose: Purpose, token: str) -> Subscriber:
+    """The subscriber a valid token names; InvalidToken if tampered, truncated, expired or stale."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("invalid")
+    subject = read_token(settings.secret_key, purpose, token)
+    subscriber = session.get(Subscriber, subject.subscriber_id)
+    if subscriber is None or not token_matches(subject, subscriber.id, subscriber.email):
+        raise InvalidToken("invalid")
+    return subscriber

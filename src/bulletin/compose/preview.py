@@ -18,12 +18,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine
 
-from bulletin import placeholders
-from bulletin.compose import RenderedVariant, shipped_templates_dir
+from bulletin.app.links import PATHS
+from bulletin.compose import placeholders
+from bulletin.compose.render import RenderedVariant, shipped_templates_dir
 from bulletin.config import Settings
 from bulletin.db import reading
 from bulletin.errors import BulletinError
-from bulletin.links import PATHS
 
 WIDTHS = (600, 375)
 CHROMIUM_ENV = "BULLETIN_CHROMIUM"
@@ -76,8 +76,9 @@ def index_path(settings: Settings, edition_id: int, out: str | None = None) -> P
 
 def write_preview(engine: Engine, settings: Settings, edition_id: int, *, out: str | None = None) -> Path:
     """Render every planned variant of an edition, write its previews and index page; return the index."""
-    from bulletin.compose import plan_variants, render_variants, variant_subscriber_counts
-    from bulletin.editions import get_edition
+    from bulletin.app.editions import get_edition
+    from bulletin.compose.render import render_variants
+    from bulletin.compose.variants import plan_variants, variant_subscriber_counts
 
     with reading(engine) as session:
         edition = get_edition(session, edition_id)
@@ -224,3 +225,9 @@ def take_screenshots(files: Sequence[PreviewFile]) -> list[Path]:
             finally:
                 page.close()
     return shots
+
+
+def preview_link(engine: Engine, settings: Settings, edition_id: int) -> str:
+    """Write the edition's previews and return the address of their index."""
+    index = write_preview(engine, settings, edition_id)
+    return str(index)

@@ -4,7 +4,7 @@
 reviewers' test sends). For an edition, :class:`VariantTemplate` builds the message of one
 variant once, with the email package, and keeps it as pre-encoded byte segments; each recipient's
 copy is then those segments joined around their own To, Date, Message-ID, List-Unsubscribe and
-the placeholders of :mod:`bulletin.placeholders`, without re-rendering or re-encoding the body.
+the placeholders of :mod:`bulletin.compose.placeholders`, without re-rendering or re-encoding the body.
 
 Both bodies are quoted-printable UTF-8, so no line is longer than 76 octets. A per-recipient
 value is put on lines of its own between soft line breaks, which keeps the encoding valid
@@ -29,7 +29,7 @@ from email.utils import formataddr, formatdate
 from pathlib import Path
 from typing import Any, cast
 
-from bulletin import placeholders
+from bulletin.compose import placeholders
 from bulletin.config import Settings
 from bulletin.errors import BulletinError
 
