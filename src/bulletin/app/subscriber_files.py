@@ -185,7 +185,7 @@ class _CsvLayout:
         names = [name.strip().lower() for name in next(csv.reader([header], delimiter=self.delimiter))]
         if "email" not in names:
             raise InvalidInput(
-                f"the header line has no 'email' column (found: {', '.join(names) or 'nothing'}); "
+                f"the header line has no 'email' column (found: {_printable(', '.join(names))[:200] or 'nothing'}); "
                 f"expected columns {','.join(COLUMNS)}"
             )
         self.positions = {column: names.index(column) for column in COLUMNS if column in names}
@@ -199,6 +199,11 @@ class _CsvLayout:
         if len(values) > self.width:
             raise InvalidInput(f"{len(values)} fields where the header has {self.width}")
         return {column: (values[i] if i < len(values) else "") for column, i in self.positions.items()}
+
+
+def _printable(text: str) -> str:
+    """Text for a one-line message: control characters shown as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _validate(settings: Settings, line: int, fields: dict[str, str]) -> _Row:
@@ -364,6 +369,8 @@ def import_csv(
                 if raw is None:
                     raise InvalidInput(f"{shown(source)}: line {number}: the header line is too long")
                 raw = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
+                if b"\x00" in raw:
+                    raise InvalidInput(f"{shown(source)}: a binary file, not UTF-8 text (export it as CSV first)")
                 try:
                     header = _decode(raw)
                 except UnicodeDecodeError:
@@ -445,13 +452,21 @@ def import_csv(
                 raise InvalidInput(f"{shown(source)}: not UTF-8 text (save the file as UTF-8 and try again)")
     except KeyboardInterrupt:
         report.interrupted = True
+    except BaseException:
+        # A failed import leaves no half-written report behind.
+        if report_file is not None and report_temporary is not None:
+            report_file.close()
+            report_temporary.unlink(missing_ok=True)
+            report_file = None
+        raise
     finally:
         seen.close()
-        if report_file is not None:
-            report_file.close()
-            assert report_temporary is not None and report.report_path is not None
-            report_temporary.replace(report.report_path)
-    if report_file is None:
+    if report_file is not None:
+        # Written up to the last row read, also when interrupted: it lists the problems met so far.
+        report_file.close()
+        assert report_temporary is not None and report.report_path is not None
+        report_temporary.replace(report.report_path)
+    else:
         report.report_path = None
     return report
 

@@ -50,6 +50,8 @@ class App:
             if missing is not None:
                 raise BulletinError(f"no database at {missing}: run 'bulletin init' (or 'bulletin db upgrade')")
             self._engine = engine_for(self.settings)
+            # Closing the connections at exit lets SQLite fold its write-ahead log into the file.
+            self.cleanups.append(self._engine.dispose)
             from bulletin.migrate import is_up_to_date
 
             if not is_up_to_date(self._engine):

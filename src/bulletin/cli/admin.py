@@ -41,7 +41,10 @@ def init(app: App, force: bool) -> None:
     settings = load_settings(path)
     app.use_settings(settings)
     engine = engine_for(settings)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
     click.echo(f"Database ready at {settings.database_url}")
 
 
@@ -60,7 +63,10 @@ def db_upgrade(app: App) -> None:
         bulletin db upgrade
     """
     engine = engine_for(app.settings)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
     click.echo(f"Database up to date at {app.settings.database_url}")
 
 
