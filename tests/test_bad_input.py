@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -27,6 +28,8 @@ from bulletin.app.csv_cells import escape_cell
 from bulletin.cli import cli
 from bulletin.db import make_engine, reading
 from bulletin.models import NewsItem, Subscriber
+from bulletin.news.errors import SourceError
+from bulletin.news.feeds import fetch_feed
 
 LONG_NAME = "x" * 5000
 FORMULAS = ['=HYPERLINK("http://evil.example/","click")', "+SUM(1;2)", "@SUM(A1)", "-2+3", "'=kept as typed"]
@@ -581,6 +584,20 @@ def test_a_feed_that_drips_bytes_stops_at_the_ingest_timeout(project: Project, b
     assert status == 1
     assert_one_clear_line(stdout, stderr, "no answer within 0.5 s (ingest.timeout)")
     assert _snapshot(project.root) == before
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_the_fetch_deadline_covers_the_whole_answer(bad_servers: BadServers) -> None:
+    # Each read gets its byte within 50 ms, so a per-read timeout would never fire; the injected
+    # clock moves 0.25 s per look, so the one-second deadline for the whole fetch passes quickly.
+    ticks = itertools.count()
+
+    def clock() -> float:
+        return next(ticks) * 0.25
+
+    with pytest.raises(SourceError, match=r"no answer within 1 s \(ingest.timeout\)"):
+        fetch_feed(bad_servers.drip_url, etag=None, last_modified=None, timeout=1.0, max_bytes=1_000_000, clock=clock)
+    assert next(ticks) < 20
 
 
 @pytest.mark.timeout(TIMEOUT)
