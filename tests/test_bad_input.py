@@ -270,6 +270,20 @@ def _config_is_fifo(project: Project) -> list[str]:
     return ["subscribers", "list"]
 
 
+def _config_at(path: str) -> Callable[[Project], list[str]]:
+    def prepare(project: Project) -> list[str]:
+        return ["--config", path, "subscribers", "list"]
+
+    return prepare
+
+
+def _config_env_is_dir(project: Project) -> list[str]:
+    folder = project.root / "conf.d"
+    folder.mkdir()
+    project.extra_env["BULLETIN_CONFIG"] = str(folder)
+    return ["--config", "", "subscribers", "list"]
+
+
 def _config_is_dir(project: Project) -> list[str]:
     project.config.unlink()
     project.config.mkdir()
@@ -510,6 +524,21 @@ CASES: list[Case] = [
         _markdown('---\ntitle: Rapport\ndate: "45 brumaire"\n---\nTexte.\n'),
         1,
         "is not a date",
+    ),
+    Case("ingest-5000-char-path", _args("news", "ingest", "{root}/" + LONG_NAME), 1, "File name too long"),
+    Case("config-is-dev-null", _config_at("/dev/null"), 2, "is not a regular file"),
+    Case("config-env-is-a-folder", _config_env_is_dir, 2, "is a folder, not a config file"),
+    Case(
+        "import-100-kb-header",
+        _with_file("wide.csv", b"email," + b"x" * 100_000 + b"\n", "subscribers", "import", "{root}/wide.csv"),
+        1,
+        "the header line is too long",
+    ),
+    Case(
+        "export-json-over-database",
+        _args("subscribers", "export", "{root}/subscribers.db", "--format", "json"),
+        2,
+        "is the database",
     ),
     Case("ingest-broken-ipv6-url", _args("news", "ingest", "http://[::1"), 1, "not a valid URL"),
     Case("ingest-bad-port-url", _args("news", "ingest", "http://example.org:99999/feed"), 1, "not a valid URL"),
