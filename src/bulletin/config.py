@@ -10,13 +10,24 @@ Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY`` and
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import ipaddress
+import math
 import os
+import re
 import tomllib
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from bulletin.paths import shown as shown_path
 
 DEFAULT_CONFIG_NAME = "bulletin.toml"
 CONFIG_ENV = "BULLETIN_CONFIG"
@@ -290,11 +301,7 @@ class Settings:
     def secret_key(self) -> str:
         """Key that signs unsubscribe and preference links; required for anything that makes links."""
         key = os.environ.get(SECRET_KEY_ENV, "")
-        if len(key) < 16:
-            raise ConfigError(
-                f"{SECRET_KEY_ENV} must be set to a random string of at least 16 characters "
-                "(try: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
+        check_secret_key(key)
         return key
 
     @property
@@ -363,6 +370,9 @@ def _check(settings: Settings) -> None:
     languages = settings.languages
     if not languages:
         raise ConfigError("languages: at least one language is needed")
+    duplicates = sorted({lang for lang in languages if languages.count(lang) > 1})
+    if duplicates:
+        raise ConfigError(f"languages: {', '.join(duplicates)} given more than once")
     for lang in languages:
         if not (len(lang) == 2 and lang.isalpha() and lang.islower()):
             raise ConfigError(f"languages: {lang!r} is not a two-letter language code")
@@ -406,6 +416,157 @@ def _check(settings: Settings) -> None:
         crontab_trigger(settings.schedule.cron, zone)
     except CronError as exc:
         raise ConfigError(f"schedule.cron: {exc}") from None
+    _check_values(settings)
+
+
+# ---------------------------------------------------------------------------
+# Values checked at load, so that nothing fails later half-way through a send
+
+SECRET_KEY_MIN_LENGTH = 16
+SECRET_KEY_MIN_DISTINCT = 8
+
+# (lowest, highest) of each number; every number must also be finite.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "database.busy_timeout_ms": (1, 3_600_000),
+    "smtp.port": (1, 65535),
+    "smtp.connections": (1, 64),
+    "smtp.messages_per_connection": (1, 10_000_000),
+    "smtp.messages_per_second": (0.001, 100_000),
+    "smtp.messages_per_hour": (1, 1_000_000_000),
+    "smtp.timeout": (0.001, 3600),
+    "delivery.retry_first": (0.001, 31_622_400),
+    "delivery.retry_max": (0.001, 31_622_400),
+    "delivery.give_up_after": (0.001, 31_622_400),
+    "delivery.bounce_after": (1, 1000),
+    "delivery.batch_size": (1, 100_000),
+    "compose.max_html_bytes": (1, 100_000_000),
+    "schedule.misfire_grace_seconds": (1, 31_622_400),
+    "schedule.tick_seconds": (1, 86400),
+    "workflow.approvals_required": (1, 100),
+    "ingest.timeout": (0.001, 3600),
+    "ingest.max_bytes": (1, 2_000_000_000),
+    "web.confirm_emails_per_address": (1, 1_000_000),
+    "web.confirm_emails_per_ip": (1, 1_000_000),
+    "web.login_attempts": (1, 1_000_000),
+    "web.session_hours": (1, 8784),
+}
+# Addresses (empty allowed where the setting says so) and host names.
+ADDRESSES = ("sender.from_address", "sender.unsubscribe_mailto", "organisation.contact_email")
+OPTIONAL_ADDRESSES = ("sender.reply_to",)
+HOSTS = ("smtp.host",)
+OPTIONAL_HOSTS = ("smtp.helo_name", "dkim.domain", "sender.list_id")
+# Multi-line text is allowed only here (it never reaches a header).
+MULTILINE = ("organisation.address",)
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _value(settings: Settings, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(settings, section), key)
+
+
+def is_host_name(value: str) -> bool:
+    """A host name (letters, digits and hyphens in dot-separated labels) or an IP address."""
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_name = value.encode("idna").decode("ascii").lower().removesuffix(".")
+    except UnicodeError:
+        return False
+    return 0 < len(ascii_name) <= 253 and all(_HOST_LABEL.match(label) for label in ascii_name.split("."))
+
+
+def _check_address(name: str, value: str) -> None:
+    try:
+        validate_email(value, check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError as exc:
+        raise ConfigError(f"{name}: {value!r} is not an email address ({exc})") from None
+
+
+def _control_characters(value: str, *, multiline: bool) -> bool:
+    allowed = "\n" if multiline else ""
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") and ch not in allowed for ch in value)
+
+
+def _strings(value: Any, where: str) -> typing.Iterator[tuple[str, str]]:
+    """(name, text) of every string inside a setting value."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{where}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if not f.metadata.get("internal"):
+                yield from _strings(getattr(value, f.name), f"{where}.{f.name}" if where else f.name)
+
+
+def check_secret_key(key: str) -> None:
+    """Refuse a missing or guessable link-signing key (16 spaces, one character repeated...)."""
+    advice = "(try: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        raise ConfigError(
+            f"{SECRET_KEY_ENV} must be set to a random string of at least {SECRET_KEY_MIN_LENGTH} characters {advice}"
+        )
+    if len(set(key) - set(" \t")) < SECRET_KEY_MIN_DISTINCT or _control_characters(key, multiline=False):
+        raise ConfigError(
+            f"{SECRET_KEY_ENV} is too easy to guess (it needs at least {SECRET_KEY_MIN_DISTINCT} different "
+            f"characters and no control characters): set a random one {advice}"
+        )
+
+
+def _check_values(settings: Settings) -> None:
+    for name, (lowest, highest) in NUMBER_RANGES.items():
+        number = _value(settings, name)
+        if not math.isfinite(number) or not lowest <= number <= highest:
+            raise ConfigError(f"{name}: {number!r} is out of range (give a number from {lowest:g} to {highest:g})")
+    for where, text in _strings(settings, ""):
+        if _control_characters(text, multiline=where in MULTILINE):
+            raise ConfigError(f"{where}: {text!r} holds a line break or another control character")
+    for name in ADDRESSES + OPTIONAL_ADDRESSES:
+        value = _value(settings, name)
+        if value or name not in OPTIONAL_ADDRESSES:
+            _check_address(name, value)
+    for index, reviewer in enumerate(settings.workflow.reviewers):
+        _check_address(f"workflow.reviewers[{index}]", reviewer)
+    for name in HOSTS + OPTIONAL_HOSTS:
+        value = _value(settings, name)
+        if (value or name not in OPTIONAL_HOSTS) and not is_host_name(value):
+            raise ConfigError(f"{name}: {value!r} is not a host name")
+    _check_database_url(settings.database.url)
+    key = os.environ.get(SECRET_KEY_ENV, "")
+    if key:
+        check_secret_key(key)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _check_database_url(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"database.url: {url!r} is not a database URL (use sqlite:///subscribers.db or "
+            "postgresql://user@host/dbname)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(f"database.url: {backend!r} databases are not supported (use sqlite or postgresql)")
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg") and not _installed("psycopg"):
+        raise ConfigError(
+            "database.url is a PostgreSQL URL but its driver psycopg is not installed: pip install 'bulletin[postgres]'"
+        )
 
 
 def settings_from_dict(data: Mapping[str, Any], base_dir: Path = Path(".")) -> Settings:
@@ -425,20 +586,36 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 def load_settings(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = True) -> Settings:
     """Read and check a config file; raise ConfigError whose message starts with the file name."""
     file = config_path(path)
-    if not file.exists():
+    shown = shown_path(file)
+    try:
+        exists = file.exists()
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read the config file ({exc.strerror or exc})") from None
+    if not exists:
         if missing_ok and path is None and not os.environ.get(CONFIG_ENV):
             return dataclasses.replace(Settings(), base_dir=Path(".").resolve())
-        raise ConfigError(f"{file}: no such config file (create one with 'bulletin init')")
+        raise ConfigError(f"{shown}: no such config file (create one with 'bulletin init')")
+    if file.is_dir():
+        raise ConfigError(f"{shown}: is a folder, not a config file (give the path of a .toml file)")
+    if not file.is_file():
+        raise ConfigError(f"{shown}: is not a regular file (a device or pipe), not a config file")
     try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{shown}: is larger than {MAX_CONFIG_BYTES // 1_000_000} MB, not a config file")
         data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read the config file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not UTF-8 text") from None
+        raise ConfigError(f"{shown}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{shown}: not valid TOML: {exc}") from None
     try:
         return settings_from_dict(data, file.resolve().parent)
     except ConfigError as exc:
-        raise ConfigError(f"{file}: {exc}") from None
+        raise ConfigError(f"{shown}: {exc}") from None
+
+
+MAX_CONFIG_BYTES = 10_000_000
 
 
 # ---------------------------------------------------------------------------

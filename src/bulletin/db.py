@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
+from bulletin.errors import BulletinError
 
 
 def normalise_url(url: str) -> str:
@@ -45,7 +46,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10000, **kwargs: Any) -> Eng
     """Create an engine with bulletin's safety settings for its database kind."""
     url = normalise_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        try:
+            return create_engine(url, pool_pre_ping=True, **kwargs)
+        except ImportError as exc:
+            raise BulletinError(
+                f"the database driver {exc.name or 'psycopg'} is not installed: pip install 'bulletin[postgres]'"
+            ) from None
 
     path = make_url(url).database
     if path and path != ":memory:":

@@ -21,6 +21,7 @@ from typing import IO, Literal
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
+from bulletin.app.csv_cells import escape_cell, escape_row, unescape_cell
 from bulletin.app.subscribers import (
     SubscriberFilter,
     check_interests,
@@ -37,6 +38,7 @@ from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import InvalidInput
 from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
+from bulletin.paths import check_input_file, shown
 
 COLUMNS = ("email", "name", "language", "interests")
 MAX_LINE_BYTES = 64 * 1024
@@ -58,6 +60,11 @@ class ImportReport:
     dry_run: bool = False
     # Only the first problems are kept in memory; all of them go to the report file.
     max_problems_kept: int = 1000
+    # Rows of the batches committed so far, and the last line they reached (an interrupt stops
+    # the import between two batches).
+    committed_rows: int = 0
+    committed_line: int = 0
+    interrupted: bool = False
 
     def note(self, line: int, email: str, outcome: Outcome, reason: str = "") -> None:
         self.counts[outcome] += 1
@@ -178,7 +185,7 @@ class _CsvLayout:
         names = [name.strip().lower() for name in next(csv.reader([header], delimiter=self.delimiter))]
         if "email" not in names:
             raise InvalidInput(
-                f"the header line has no 'email' column (found: {', '.join(names) or 'nothing'}); "
+                f"the header line has no 'email' column (found: {_printable(', '.join(names))[:200] or 'nothing'}); "
                 f"expected columns {','.join(COLUMNS)}"
             )
         self.positions = {column: names.index(column) for column in COLUMNS if column in names}
@@ -188,10 +195,15 @@ class _CsvLayout:
         rows = list(csv.reader([text], delimiter=self.delimiter, strict=True))
         if len(rows) != 1:
             raise InvalidInput("unterminated quoted field")
-        values = rows[0]
+        values = [unescape_cell(value) for value in rows[0]]
         if len(values) > self.width:
             raise InvalidInput(f"{len(values)} fields where the header has {self.width}")
         return {column: (values[i] if i < len(values) else "") for column, i in self.positions.items()}
+
+
+def _printable(text: str) -> str:
+    """Text for a one-line message: control characters shown as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _validate(settings: Settings, line: int, fields: dict[str, str]) -> _Row:
@@ -311,26 +323,39 @@ def import_csv(
     report_path: Path | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> ImportReport:
     """Import subscribers from a CSV file; bad rows are skipped and reported, good rows land in batches.
 
-    ``progress`` is called with the number of bytes read so far.
+    ``progress`` is called with the number of bytes read so far, after each committed batch.
+    When ``stop_requested`` answers true after a batch, or on KeyboardInterrupt, the import stops
+    with the committed batches kept and ``report.interrupted`` set; the same import run again
+    completes it (rows already in are unchanged). The report file is written under a temporary
+    name and moved into place at the end.
     """
+    check_input_file(source)
     try:
         stream = source.open("rb")
     except OSError as exc:
-        raise InvalidInput(f"{source}: cannot read ({exc.strerror})") from None
+        raise InvalidInput(f"{shown(source)}: cannot read ({exc.strerror})") from None
     report = ImportReport(dry_run=dry_run, report_path=report_path or default_report_path(source))
     seen = _SeenAddresses()
     report_file: IO[str] | None = None
+    report_temporary: Path | None = None
 
     def write_problem(line: int, email: str, outcome: str, reason: str) -> None:
-        nonlocal report_file
+        nonlocal report_file, report_temporary
         if report_file is None:
             assert report.report_path is not None
-            report_file = report.report_path.open("w", encoding="utf-8", newline="")
+            target = report.report_path
+            try:
+                handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            except OSError as exc:
+                raise InvalidInput(f"{shown(target)}: cannot write the report ({exc.strerror})") from None
+            report_temporary = Path(name)
+            report_file = os.fdopen(handle, "w", encoding="utf-8", newline="")
             report_file.write("line,email,outcome,reason\n")
-        csv.writer(report_file).writerow([line, email, outcome, reason])
+        csv.writer(report_file).writerow([line, *escape_row([email, outcome, reason])])
 
     def fail(line: int, raw_email: str, reason: str) -> None:
         report.note(line, raw_email, "error", reason)
@@ -342,17 +367,21 @@ def import_csv(
             layout: _CsvLayout | None = None
             for number, raw in lines:
                 if raw is None:
-                    raise InvalidInput(f"{source}: line {number}: the header line is too long")
+                    raise InvalidInput(f"{shown(source)}: line {number}: the header line is too long")
                 raw = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
+                if b"\x00" in raw:
+                    raise InvalidInput(f"{shown(source)}: a binary file, not UTF-8 text (export it as CSV first)")
                 try:
                     header = _decode(raw)
                 except UnicodeDecodeError:
-                    raise InvalidInput(f"{source}: not UTF-8 text (save the file as UTF-8 and try again)") from None
+                    raise InvalidInput(
+                        f"{shown(source)}: not UTF-8 text (save the file as UTF-8 and try again)"
+                    ) from None
                 if header.strip():
                     layout = _CsvLayout(header)
                     break
             if layout is None:
-                raise InvalidInput(f"{source}: the file is empty (expected a header line {','.join(COLUMNS)})")
+                raise InvalidInput(f"{shown(source)}: the file is empty (expected a header line {','.join(COLUMNS)})")
 
             batch: list[_Row] = []
             decoded = undecodable = 0
@@ -360,12 +389,29 @@ def import_csv(
             def flush() -> None:
                 if not batch:
                     return
-                with transaction(engine) as session:
-                    _apply_batch(
-                        session, settings, batch, report, write_problem, confirmed=confirmed, update=update, actor=actor
-                    )
-                    if dry_run:
-                        session.rollback()
+                counts, problems = dict(report.counts), len(report.problems)
+                try:
+                    with transaction(engine) as session:
+                        _apply_batch(
+                            session,
+                            settings,
+                            batch,
+                            report,
+                            write_problem,
+                            confirmed=confirmed,
+                            update=update,
+                            actor=actor,
+                        )
+                        if dry_run:
+                            session.rollback()
+                except BaseException:
+                    # The batch was rolled back: the report counts only what is in the database.
+                    report.counts.update(counts)
+                    del report.problems[problems:]
+                    raise
+                if not dry_run:
+                    report.committed_rows += len(batch)
+                    report.committed_line = batch[-1].line
                 batch.clear()
                 if progress is not None:
                     progress(stream.tell())
@@ -397,14 +443,30 @@ def import_csv(
                 batch.append(row)
                 if len(batch) >= batch_size:
                     flush()
-            flush()
+                    if stop_requested is not None and stop_requested():
+                        report.interrupted = True
+                        break
+            if not report.interrupted:
+                flush()
             if undecodable and not decoded:
-                raise InvalidInput(f"{source}: not UTF-8 text (save the file as UTF-8 and try again)")
+                raise InvalidInput(f"{shown(source)}: not UTF-8 text (save the file as UTF-8 and try again)")
+    except KeyboardInterrupt:
+        report.interrupted = True
+    except BaseException:
+        # A failed import leaves no half-written report behind.
+        if report_file is not None and report_temporary is not None:
+            report_file.close()
+            report_temporary.unlink(missing_ok=True)
+            report_file = None
+        raise
     finally:
         seen.close()
-        if report_file is not None:
-            report_file.close()
-    if report_file is None:
+    if report_file is not None:
+        # Written up to the last row read, also when interrupted: it lists the problems met so far.
+        report_file.close()
+        assert report_temporary is not None and report.report_path is not None
+        report_temporary.replace(report.report_path)
+    else:
         report.report_path = None
     return report
 
@@ -442,7 +504,7 @@ def write_export(
             writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
             writer.writeheader()
             for row in rows:
-                writer.writerow(row)
+                writer.writerow({column: escape_cell(value) for column, value in row.items()})
                 count += 1
         else:
             out.write("[")
@@ -460,16 +522,27 @@ def export_to_file(
     fmt: Literal["csv", "json"] = "csv",
     query_filter: SubscriberFilter | None = None,
 ) -> int:
-    """Export to ``path`` through a temporary file, so a failed export leaves no half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Export to ``path`` through a temporary file, so a failed export leaves no half-written file.
+
+    The caller checks the path first (:func:`bulletin.paths.check_output_file`); a path that is
+    not a regular file (``/dev/full``) is refused here too, since renaming over it would replace it.
+    """
+    if path.exists() and not path.is_file():
+        raise InvalidInput(f"{shown(path)} is not a regular file (a folder, device or pipe): give a file name")
     try:
-        handle = temporary.open("w", encoding="utf-8", newline="")
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InvalidInput(f"{path}: cannot write ({exc.strerror})") from None
+        raise InvalidInput(f"{shown(path)}: cannot write ({exc.strerror})") from None
+    temporary = Path(name)
     try:
-        with handle as out:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             count = write_export(engine, out, fmt=fmt, query_filter=query_filter)
+            out.flush()
+            os.fsync(out.fileno())
         temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise InvalidInput(f"{shown(path)}: cannot write ({exc.strerror or exc}); nothing was changed") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,13 +13,16 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
 from bulletin import __version__
-from bulletin.config import ConfigError, Settings, load_settings
+from bulletin.cli.failures import USAGE, database_failure, os_failure, overflow_failure, url_failure
+from bulletin.config import ConfigError, Settings, config_path, load_settings
 from bulletin.db import engine_for, reading, sqlite_file_missing, transaction
 from bulletin.errors import BulletinError
+from bulletin.paths import Protected, database_files, shown, sqlite_database_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +50,8 @@ class App:
             if missing is not None:
                 raise BulletinError(f"no database at {missing}: run 'bulletin init' (or 'bulletin db upgrade')")
             self._engine = engine_for(self.settings)
+            # Closing the connections at exit lets SQLite fold its write-ahead log into the file.
+            self.cleanups.append(self._engine.dispose)
             from bulletin.migrate import is_up_to_date
 
             if not is_up_to_date(self._engine):
@@ -54,6 +60,29 @@ class App:
                     "run 'bulletin db upgrade' (or 'bulletin init')"
                 )
         return self._engine
+
+    def use_settings(self, settings: Settings) -> None:
+        """Settings a command loaded itself (``init``), so that messages can name its database."""
+        self._settings = settings
+
+    def protected_files(self) -> list[Protected]:
+        """Files no export or report may replace: the database (and its -wal, -shm) and the config."""
+        protected = database_files(self.settings.database_url)
+        protected.append(Protected(config_path(self.config_file), "the config file"))
+        return protected
+
+    def database_label(self) -> str:
+        """The database as named in messages: its file, or its URL without the password."""
+        if self._settings is None:
+            return "the database"
+        url = self._settings.database_url
+        database = sqlite_database_file(url)
+        if database is not None:
+            return shown(database)
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return url
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -125,19 +154,32 @@ class BulletinGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            raise UserError(str(exc), exit_code=2) from None
+            raise UserError(str(exc), exit_code=USAGE) from None
         except BulletinError as exc:
             raise UserError(str(exc), exit_code=exc.exit_code) from None
-        except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise click.ClickException(f"database error: {reason}") from None
+        except DatabaseError as exc:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            message, status = database_failure(exc, app.database_label() if app else "the database")
+            raise UserError(message, exit_code=status) from None
+        except (ArgumentError, NoSuchModuleError) as exc:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            url = app.settings.database.url if app and app._settings else ""
+            message, status = url_failure(exc, url)
+            raise UserError(message, exit_code=status) from None
+        except OverflowError as exc:
+            message, status = overflow_failure(exc)
+            raise UserError(message, exit_code=status) from None
+        except OSError as exc:
+            message, status = os_failure(exc)
+            raise UserError(message, exit_code=status) from None
 
 
 @click.group(cls=BulletinGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(dir_okay=False),
+    # Checked by the loader, which names a folder, a device or an unreadable file in one line.
+    type=click.Path(),
     envvar="BULLETIN_CONFIG",
     help="Config file (default: ./bulletin.toml, or BULLETIN_CONFIG).",
 )
@@ -150,6 +192,12 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
 
         bulletin init && bulletin subscribers add ana@example.org --lang es
     """
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UserError(
+            "the current folder no longer exists: change to another folder and run the command again", USAGE
+        ) from None
     app = App(config_file=config_file)
     ctx.obj = app
     ctx.call_on_close(lambda: [cleanup() for cleanup in app.cleanups])

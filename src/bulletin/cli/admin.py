@@ -7,7 +7,9 @@ import click
 from bulletin.cli import App, pass_app
 from bulletin.config import config_path, load_settings, sample_config
 from bulletin.db import engine_for
+from bulletin.errors import BulletinError
 from bulletin.migrate import upgrade
+from bulletin.paths import shown
 
 
 @click.command()
@@ -24,14 +26,25 @@ def init(app: App, force: bool) -> None:
     if path.exists() and not force:
         click.echo(f"Keeping existing config {path}")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(sample_config(), encoding="utf-8")
-        temporary.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(sample_config(), encoding="utf-8")
+            temporary.replace(path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise BulletinError(
+                f"cannot write the config {shown(path)}: {exc.strerror or exc} "
+                "(run 'bulletin init' in a writable folder, or give --config PATH)"
+            ) from None
         click.echo(f"Wrote config {path}")
     settings = load_settings(path)
+    app.use_settings(settings)
     engine = engine_for(settings)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
     click.echo(f"Database ready at {settings.database_url}")
 
 
@@ -50,7 +63,10 @@ def db_upgrade(app: App) -> None:
         bulletin db upgrade
     """
     engine = engine_for(app.settings)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
     click.echo(f"Database up to date at {app.settings.database_url}")
 
 

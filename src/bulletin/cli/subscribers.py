@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from bulletin.app.subscriber_files import export_to_file, import_csv, write_export
+from bulletin.app.subscriber_files import ImportReport, default_report_path, export_to_file, import_csv, write_export
 from bulletin.app.subscribers import (
     SubscriberFilter,
     add_subscriber,
@@ -26,8 +29,9 @@ from bulletin.app.subscribers import (
     subscriber_stats,
     update_subscriber,
 )
-from bulletin.cli import App, pass_app
+from bulletin.cli import App, UserError, pass_app
 from bulletin.models import SubscriberStatus
+from bulletin.paths import Protected, check_input_file, check_output_file, shown
 
 STATUS_CHOICE = click.Choice([s.value for s in SubscriberStatus])
 
@@ -255,25 +259,37 @@ def stats(app: App, as_json: bool) -> None:
 
 
 @subscribers.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--confirmed", is_flag=True, help="Rows are confirmed opt-ins: add them as active.")
 @click.option("--update", is_flag=True, help="Overwrite language and interests of existing subscribers.")
 @click.option("--dry-run", is_flag=True, help="Check the file and report, without changing anything.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Report file.")
+@click.option("--force", is_flag=True, help="Replace the --report file if it exists.")
 @pass_app
-def import_(app: App, file: Path, confirmed: bool, update: bool, dry_run: bool, report_path: Path | None) -> None:
+def import_(
+    app: App, file: Path, confirmed: bool, update: bool, dry_run: bool, report_path: Path | None, force: bool
+) -> None:
     """Import subscribers from CSV (columns email,name,language,interests).
 
     Interests are separated by ';' or '|'. Comma or semicolon delimiters, UTF-8 with or
     without BOM. Bad rows are skipped and listed, with their line numbers, on screen and in
-    FILE.report.csv. Re-running the same file changes nothing.
+    FILE.report.csv (or --report; an existing one needs --force). Re-running the same file
+    changes nothing. Ctrl-C stops between two batches of rows: what was committed stays, and
+    running the same import again completes it.
 
     Example:
 
         bulletin subscribers import people.csv --confirmed
     """
+    check_input_file(file)
+    protected = [*app.protected_files(), Protected(file, "the file being imported")]
+    if report_path is not None:
+        check_output_file(report_path, protected, force=force)
+    else:
+        # FILE.report.csv is the import's own file: a later run replaces it.
+        check_output_file(default_report_path(file), protected, force=True)
     settings, engine = app.settings, app.engine
-    total = file.stat().st_size if file.exists() else 0
+    total = file.stat().st_size
     console = Console(stderr=True, highlight=False)
     with Progress(
         "[progress.description]{task.description}",
@@ -286,17 +302,19 @@ def import_(app: App, file: Path, confirmed: bool, update: bool, dry_run: bool, 
         transient=True,
     ) as progress:
         task = progress.add_task("Importing", total=total)
-        report = import_csv(
-            engine,
-            settings,
-            file,
-            confirmed=confirmed,
-            update=update,
-            dry_run=dry_run,
-            actor="cli:subscribers import",
-            report_path=report_path,
-            progress=lambda done: progress.update(task, completed=done),
-        )
+        with _interrupt_at_batch_boundary() as stop_requested:
+            report = import_csv(
+                engine,
+                settings,
+                file,
+                confirmed=confirmed,
+                update=update,
+                dry_run=dry_run,
+                actor="cli:subscribers import",
+                report_path=report_path,
+                progress=lambda done: progress.update(task, completed=done),
+                stop_requested=stop_requested,
+            )
     out = _console()
     for line, email, reason in report.problems:
         out.print(f"line {line}: {email or '(no address)'}: {reason}", markup=False)
@@ -308,15 +326,66 @@ def import_(app: App, file: Path, confirmed: bool, update: bool, dry_run: bool, 
     out.print(f"{prefix}{counts.replace('error', 'rejected')}", markup=False)
     if report.report_path:
         out.print(f"Problems written to {report.report_path}", markup=False)
+    if report.interrupted:
+        raise UserError(_interrupted_message(report, file), exit_code=130)
+
+
+class _StopFlag:
+    """Set by the first Ctrl-C; the import stops after the batch it is writing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@contextmanager
+def _interrupt_at_batch_boundary() -> Iterator[_StopFlag]:
+    """The first Ctrl-C asks the import to stop after its current batch; a second one stops at once."""
+    flag = _StopFlag()
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        click.echo("Stopping after the current batch (Ctrl-C again to stop at once)...", err=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:
+        # Not the main thread (an embedding program): Ctrl-C raises KeyboardInterrupt as usual.
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_message(report: ImportReport, file: Path) -> str:
+    if report.dry_run:
+        return "interrupted: dry run stopped, nothing was changed"
+    if not report.committed_rows:
+        return f"interrupted: no row was committed; run 'bulletin subscribers import {shown(file)}' again"
+    return (
+        f"interrupted: {report.committed_rows:,} row(s) committed (up to line {report.committed_line:,}); "
+        f"run the same import again to complete it (rows already imported are left unchanged)"
+    )
 
 
 @subscribers.command("export")
-@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None, help="Default: from FILE, else csv.")
 @click.option("--status", type=STATUS_CHOICE, help="Only this status.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @pass_app
-def export(app: App, file: Path | None, fmt: str | None, status: str | None) -> None:
+def export(app: App, file: Path | None, fmt: str | None, status: str | None, force: bool) -> None:
     """Export subscribers (email,name,language,interests) to FILE or standard output.
+
+    FILE may not be the database or the config file; an existing FILE needs --force. CSV cells
+    that a spreadsheet would run as a formula (starting with = + - @) get a leading apostrophe,
+    which 'subscribers import' removes again.
 
     Example:
 
@@ -327,6 +396,7 @@ def export(app: App, file: Path | None, fmt: str | None, status: str | None) -> 
     if file is None:
         write_export(app.engine, sys.stdout, fmt=chosen, query_filter=query_filter)
         return
+    check_output_file(file, app.protected_files(), force=force)
     count = export_to_file(app.engine, file, fmt=chosen, query_filter=query_filter)
     click.echo(f"Exported {count} subscriber(s) to {file}", err=True)
 

@@ -10,8 +10,10 @@ Run it alone with ``python -m bulletin.mta.devsmtp MAILDIR --port 1025``.
 from __future__ import annotations
 
 import argparse
+import logging
 import mailbox
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +21,36 @@ from types import TracebackType
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = logging.getLogger(__name__)
+MAILDIR_FOLDERS = ("tmp", "new", "cur")
+
+
+class MaildirError(Exception):
+    """The folder given cannot be used as a Maildir; the message says why."""
+
+
+def open_maildir(path: Path) -> mailbox.Maildir:
+    """The Maildir at ``path``, created if missing; an existing empty folder becomes one.
+
+    A folder that holds other files is refused rather than filled with tmp/, new/ and cur/.
+    """
+    try:
+        if path.exists() and not path.is_dir():
+            raise MaildirError(f"{path} exists and is not a folder: give a Maildir folder")
+        if path.is_dir():
+            present = {entry.name for entry in path.iterdir()}
+            missing = [name for name in MAILDIR_FOLDERS if name not in present]
+            if missing and present - set(MAILDIR_FOLDERS):
+                raise MaildirError(
+                    f"{path} is not a Maildir (it has no {', '.join(missing)} folder but holds other files): "
+                    "give an empty or new folder"
+                )
+            for name in missing:
+                (path / name).mkdir(mode=0o700)
+        return mailbox.Maildir(str(path), create=True)
+    except OSError as exc:
+        raise MaildirError(f"cannot use {path} as a Maildir: {exc.strerror or exc}") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,9 +70,17 @@ class _MaildirHandler:
         if isinstance(content, str):
             content = content.encode("utf-8")
         sender = envelope.mail_from or ""
-        for recipient in envelope.rcpt_tos:
-            prefix = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
-            self.server.store(prefix + content)
+        try:
+            for recipient in envelope.rcpt_tos:
+                prefix = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
+                self.server.store(prefix + content)
+        except OSError as exc:
+            # A full disk or a removed folder: the client is told to try later, the console says why.
+            reason = exc.strerror or str(exc)
+            self.server.store_failures += 1
+            log.error("cannot store a message in %s: %s", self.server.maildir_path, reason)
+            print(f"devsmtp: cannot store a message in {self.server.maildir_path}: {reason}", file=sys.stderr)
+            return f"451 4.3.0 Cannot store the message in the Maildir: {reason}"
         return "250 2.0.0 Ok: delivered to Maildir"
 
 
@@ -52,8 +92,9 @@ class MaildirSMTPServer:
         self.host = host
         self.port = port or free_port(host)
         self.delivered = 0
+        self.store_failures = 0
         self._lock = threading.Lock()
-        self._maildir = mailbox.Maildir(str(self.maildir_path), create=True)
+        self._maildir = open_maildir(self.maildir_path)
         self._controller = Controller(
             _MaildirHandler(self),
             hostname=host,
@@ -94,8 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1025, help="port to listen on (default 1025)")
     args = parser.parse_args(argv)
-    server = MaildirSMTPServer(args.maildir, host=args.host, port=args.port)
-    server.start()
+    if not 1 <= args.port <= 65535:
+        parser.exit(2, f"devsmtp: --port {args.port} is not a port (1-65535)\n")
+    try:
+        server = MaildirSMTPServer(args.maildir, host=args.host, port=args.port)
+        server.start()
+    except MaildirError as exc:
+        parser.exit(2, f"devsmtp: {exc}\n")
+    except OSError as exc:
+        parser.exit(1, f"devsmtp: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n")
     print(f"SMTP on {args.host}:{args.port}, delivering to {args.maildir.resolve()} (Ctrl-C stops)", flush=True)
     try:
         while True:

@@ -25,9 +25,11 @@ from bulletin.news.feeds import fetch_feed, parse_feed
 from bulletin.news.html_pages import read_html_page
 from bulletin.news.language import detect_language, normalise_language
 from bulletin.news.markdown import read_markdown
+from bulletin.news.source_files import folder_news_files, read_source_file
 from bulletin.news.store import ItemFields, upsert_item
 from bulletin.news.text_pages import read_text_page
 from bulletin.news.topics import keyword_topics, map_source_topics, topics_key
+from bulletin.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +142,22 @@ def _expand(sources: list[str], report: IngestReport) -> Iterator[tuple[str, str
             yield source, "feed-url"
             continue
         path = Path(source).expanduser()
-        if path.is_dir():
-            files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in KINDS_BY_SUFFIX
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not files:
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError as exc:
+            report.outcomes.append(SourceOutcome(shown(source), "file", error=f"cannot read: {exc.strerror or exc}"))
+            continue
+        if is_dir:
+            files, refused = folder_news_files(path, KINDS_BY_SUFFIX)
+            for refused_path, reason in refused:
+                report.outcomes.append(SourceOutcome(str(refused_path), "file", error=reason))
+            if not files and not refused:
                 report.outcomes.append(
                     SourceOutcome(source, "folder", error=f"no news files (.txt, .md, .xml, .html) in {source}")
                 )
             for file in files:
                 yield str(file), ""
-        elif path.exists():
+        elif exists:
             yield str(path), ""
         else:
             report.outcomes.append(SourceOutcome(source, "file", error="no such file or folder"))
@@ -185,15 +188,7 @@ def _ingest_one(engine: Engine, settings: Settings, source: str, kind: str, opti
 
 def _read_file(path: Path, max_bytes: int) -> tuple[bytes, str]:
     """The bytes of a file and its text; SourceError when it is too big, empty, binary or undecodable."""
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise SourceError(
-                f"the file is {size / 1_000_000:.1f} MB, more than ingest.max_bytes ({max_bytes / 1_000_000:.1f} MB)"
-            )
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"cannot read the file: {exc.strerror or exc}") from None
+    data = read_source_file(path, max_bytes)
     if not data.strip():
         raise SourceError("the file is empty")
     if b"\x00" in data[:65536]:

@@ -37,14 +37,10 @@ def _get(metadata: dict[str, Any], name: str) -> Any:
 
 def read_markdown(text: str, source_id: str, *, timezone: str = "UTC") -> Draft:
     """A draft from a Markdown document; the first level-1 heading is the title if the front matter has none."""
-    try:
-        post = frontmatter.loads(text)
-    except Exception as exc:
-        # python-frontmatter raises the YAML (or TOML, JSON) parser's own error types.
-        raise SourceError(f"the front matter cannot be read: {single_line(str(exc))}") from None
-    metadata = dict(post.metadata)
+    metadata, content_text = _front_matter(text)
+    _check_types(metadata)
     link = _text(_get(metadata, "link"))
-    html = MarkdownIt("commonmark").render(post.content)
+    html = MarkdownIt("commonmark").render(content_text)
     content = html_to_content(html, link)
     title = _text(_get(metadata, "title"))
     blocks = content.blocks
@@ -76,6 +72,63 @@ def read_markdown(text: str, source_id: str, *, timezone: str = "UTC") -> Draft:
     elif not title:
         draft.problem = "no title (give 'title' in the front matter or start with a '# ' heading)"
     return draft
+
+
+TEXT_KEYS = ("title", "lang", "link", "translation_key", "summary", "image", "image_alt")
+
+
+def _front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(metadata, body): the front matter must close and hold ``key: value`` lines."""
+    handler = frontmatter.detect_format(text, frontmatter.handlers)
+    if handler is None:
+        return {}, text
+    try:
+        raw, body = handler.split(text)
+    except ValueError:
+        opening = text.lstrip().splitlines()[0].strip() if text.strip() else "---"
+        raise SourceError(
+            f"the front matter opened by {opening!r} on its first line is never closed: "
+            f"add a line {opening!r} after the metadata"
+        ) from None
+    try:
+        loaded = handler.load(raw)
+    except ValueError as exc:
+        # YAML builds dates as it reads them: 2025-13-45 fails here.
+        raise SourceError(f"the front matter holds an impossible value: {single_line(str(exc))}") from None
+    except Exception as exc:
+        # python-frontmatter raises the YAML (or TOML, JSON) parser's own error types.
+        raise SourceError(f"the front matter cannot be read: {single_line(str(exc))}") from None
+    if loaded is None:
+        return {}, body
+    if not isinstance(loaded, dict):
+        raise SourceError(f"the front matter must be 'key: value' lines, not {type(loaded).__name__}")
+    return {str(key): value for key, value in loaded.items()}, body
+
+
+def _check_types(metadata: dict[str, Any]) -> None:
+    """Refuse values of the wrong shape (``topics: 5``, ``title: [a, b]``) with the key named."""
+    for name in TEXT_KEYS:
+        value = _get(metadata, name)
+        if value is not None and not isinstance(value, str | int | float | date):
+            raise SourceError(f"the front matter {name!r} must be text, not {_shape(value)}")
+    topics = _get(metadata, "topics")
+    if topics is not None and not (
+        isinstance(topics, str) or (isinstance(topics, list) and all(isinstance(t, str | int) for t in topics))
+    ):
+        raise SourceError(
+            f"the front matter 'topics' must be a list of topic names or comma-separated text, not {_shape(topics)}"
+        )
+    published = _get(metadata, "date")
+    if published is not None and not isinstance(published, str | date | datetime):
+        raise SourceError(f"the front matter 'date' must be a date such as 2025-03-14, not {_shape(published)}")
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)[:60]
 
 
 def _text(value: Any) -> str:
