@@ -423,8 +423,14 @@ def _check(settings: Settings) -> None:
         raise ConfigError("archive.per_page and archive.feed_entries: must be at least 1")
     for index, origin in enumerate(settings.web.embed_origins):
         parts = urlsplit(origin)
-        if parts.scheme not in ("https", "http") or not parts.netloc or origin.rstrip("/") != f"{parts.scheme}://{parts.netloc}":
-            raise ConfigError(f"web.embed_origins[{index}]: {origin!r} must be an origin like 'https://www.example.org'")
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.netloc
+            or origin.rstrip("/") != f"{parts.scheme}://{parts.netloc}"
+        ):
+            raise ConfigError(
+                f"web.embed_origins[{index}]: {origin!r} must be an origin like 'https://www.example.org'"
+            )
     if settings.schedule.tick_seconds < 1:
         raise ConfigError("schedule.tick_seconds: must be at least 1")
     try:

@@ -40,7 +40,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bulletin import __version__
-from bulletin.app.editions import Story, edition_stories, last_day
+from bulletin.app.editions import Story, default_subject, edition_stories, last_day
 from bulletin.compose import placeholders
 from bulletin.compose.archive_urls import ServerLinks
 from bulletin.compose.checks import check_variant, content_hash
@@ -349,7 +349,7 @@ def _topics_line(settings: Settings, language: str, interests: str) -> str:
     return catalog.gettext("You receive the news on: %(topics)s.") % {"topics": ", ".join(labels)}
 
 
-def _intro_paragraphs(text: str) -> list[str]:
+def intro_paragraphs(text: str) -> list[str]:
     return [" ".join(part.split()) for part in re.split(r"\n\s*\n", text.strip()) if part.strip()]
 
 
@@ -495,7 +495,7 @@ class EditionRenderer:
                 "website_label": re.sub(r"^https?://", "", website).rstrip("/"),
             },
             "edition_date": format_date(last_day(settings, self.edition.period_end), format="long", locale=language),
-            "intro_paragraphs": _intro_paragraphs((self.edition.intros or {}).get(language, "")),
+            "intro_paragraphs": intro_paragraphs((self.edition.intros or {}).get(language, "")),
             "items": list(items),
             "name_placeholder": placeholders.NAME,
             "unsubscribe_url": placeholders.UNSUBSCRIBE_URL,
@@ -505,12 +505,7 @@ class EditionRenderer:
         }
 
     def subject(self, language: str) -> str:
-        subjects = self.edition.subjects or {}
-        if language in subjects and subjects[language].strip():
-            return subjects[language].strip()
-        from bulletin.app.editions import default_subject
-
-        return default_subject(self.settings, language, self.edition.period_end)
+        return edition_subject(self.settings, self.edition, language)
 
     def _render_template(self, language: str, name: str, context: dict[str, Any]) -> str:
         try:
@@ -590,6 +585,14 @@ class EditionRenderer:
             item_count=len(items),
             problems=problems,
         )
+
+
+def edition_subject(settings: Settings, edition: Edition, language: str) -> str:
+    """The subject of an edition in a language: the one staff wrote, else the default one."""
+    subjects = edition.subjects or {}
+    if language in subjects and subjects[language].strip():
+        return subjects[language].strip()
+    return default_subject(settings, language, edition.period_end)
 
 
 def _tidy_text(text: str) -> str:
