@@ -15,6 +15,8 @@ from typing import Any
 ELLIPSIS = "…"
 # A sentence ends with . ! ? or … (perhaps followed by a closing quote or bracket) before a space.
 _SENTENCE_END = re.compile(r"[.!?…][\"'»”’)\]]*$")
+# French typography puts a space before a closing guillemet: « Ça marche. »
+_CLOSING = re.compile(r"[\"'»”’)\]]+")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ def cut_text(text: str, budget: int) -> str:
         return " ".join(words)
     kept = words[:budget]
     for end in range(len(kept), max(budget // 2, 1) - 1, -1):
-        if _SENTENCE_END.search(kept[end - 1]):
+        word = kept[end - 1]
+        closing = end >= 2 and _CLOSING.fullmatch(word) and _SENTENCE_END.search(kept[end - 2])
+        if _SENTENCE_END.search(word) or closing:
             return " ".join(kept[:end])
     return " ".join(kept).rstrip(",;:—–-") + ELLIPSIS
 
