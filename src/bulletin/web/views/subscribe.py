@@ -132,9 +132,7 @@ async def subscribe_submit(request: Request) -> Response:
             "error.html",
             {
                 "title": text.plain("Form refused"),
-                "message": text.plain(
-                    "This form cannot be sent from another site: please use our subscription page."
-                ),
+                "message": text.plain("This form cannot be sent from another site: please use our subscription page."),
             },
             text=text,
             status_code=403,
