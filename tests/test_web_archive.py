@@ -229,7 +229,9 @@ def test_editions_not_sent_are_not_found_at_every_archive_address(
         assert env.client.get(path).status_code == 200, path
     set_status(env.engine, sent.edition_id, status)
     for path in paths:
-        assert env.client.get(path).status_code == 404, (status, path)
+        response = env.client.get(path, headers={"Accept-Language": "en"})
+        assert response.status_code == 404, (status, path)
+        assert "Page not found" in response.text
     index = env.client.get("/archive/?lang=fr")
     assert index.status_code == 200
     assert "Des voisins veillent sur leur quartier" not in index.text

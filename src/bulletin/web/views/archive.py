@@ -7,13 +7,17 @@ browser or a feed reader revalidates them for the cost of a hash.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from bulletin.compose import archive
 from bulletin.compose.archive_urls import ServerLinks
+from bulletin.errors import NotFound
 from bulletin.i18n import page_text
 from bulletin.web.archive_site import edition_context, index_context, item_context
 from bulletin.web.headers import WEB_VERSION_POLICY
@@ -21,6 +25,7 @@ from bulletin.web.language import negotiate
 from bulletin.web.pages import read, render, settings_of
 
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
+T = TypeVar("T")
 
 
 def _revalidated(request: Request, response: Response, *, vary: str | None = None) -> Response:
@@ -45,6 +50,14 @@ def _revalidated(request: Request, response: Response, *, vary: str | None = Non
     return response
 
 
+async def _public(request: Request, work: Callable[[Session], T]) -> T:
+    """``work`` in a read transaction; what is not public is the usual "page not found"."""
+    try:
+        return await read(request, work)
+    except NotFound:
+        raise HTTPException(404) from None
+
+
 def _page_number(request: Request) -> int:
     raw = request.query_params.get("page", "1")
     if not raw.isdigit() or len(raw) > 6:
@@ -61,7 +74,7 @@ async def index(request: Request) -> Response:
     settings = settings_of(request)
     language = negotiate(request, settings)
     number = _page_number(request)
-    page = await read(request, lambda session: archive.index_page(session, settings, language, number))
+    page = await _public(request, lambda session: archive.index_page(session, settings, language, number))
     context = index_context(settings, page, ServerLinks())
     response = render(request, "archive/index.html", context, text=page_text(language))
     return _revalidated(request, response, vary="Accept-Language, Cookie")
@@ -72,7 +85,9 @@ async def edition(request: Request) -> Response:
     settings = settings_of(request)
     edition_id: int = request.path_params["edition_id"]
     language: str = request.path_params["lang"]
-    entry = await read(request, lambda session: archive.public_edition_entry(session, settings, edition_id, language))
+    entry = await _public(
+        request, lambda session: archive.public_edition_entry(session, settings, edition_id, language)
+    )
     context = edition_context(settings, entry, ServerLinks())
     return _revalidated(request, render(request, "archive/edition.html", context, text=page_text(language)))
 
@@ -83,7 +98,7 @@ async def web_version(request: Request) -> Response:
     edition_id: int = request.path_params["edition_id"]
     language: str = request.path_params["lang"]
     topics = request.query_params.get("topics", "")[:1000]
-    html = await read(request, lambda session: archive.web_version(session, settings, edition_id, language, topics))
+    html = await _public(request, lambda session: archive.web_version(session, settings, edition_id, language, topics))
     if settings.archive.noindex:
         html = html.replace("<head>", '<head><meta name="robots" content="noindex">', 1)
     response = Response(
@@ -96,7 +111,7 @@ async def item(request: Request) -> Response:
     """GET /archive/items/{item}: a news item of a sent edition, in full."""
     settings = settings_of(request)
     item_id: int = request.path_params["item_id"]
-    page = await read(request, lambda session: archive.item_page(session, settings, item_id))
+    page = await _public(request, lambda session: archive.item_page(session, settings, item_id))
     context = item_context(settings, page, ServerLinks())
     return _revalidated(request, render(request, "archive/item.html", context, text=page_text(page.language)))
 
@@ -107,7 +122,7 @@ async def feed(request: Request) -> Response:
     language: str = request.path_params["lang"]
     if language not in settings.languages:
         raise HTTPException(404)
-    entries = await read(request, lambda session: archive.feed_entries(session, settings, language))
+    entries = await _public(request, lambda session: archive.feed_entries(session, settings, language))
     links = ServerLinks(settings.web.base_url)
     body = archive.atom_feed(settings, language, entries, links, links.feed(language))
     return _revalidated(request, Response(body, media_type=ATOM_TYPE))
