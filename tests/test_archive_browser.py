@@ -29,17 +29,17 @@ def test_archive_pages_at_phone_and_desktop_width(page: Any, live: Live) -> None
     page.goto(live.url + "/archive/?lang=fr")
     assert page.locator("html").get_attribute("lang") == "fr"
     assert page.locator("h1").inner_text() == "Bulletins précédents"
-    shoot(page, "archive-index")
+    shoot_both_widths(page, "archive-index")
 
     page.get_by_role("link", name=sent_subject(page)).first.click()
     page.wait_for_url(f"**/archive/{sent.edition_id}/fr")
     assert page.locator("section.story").count() == 3
-    shoot(page, "archive-edition")
+    shoot_both_widths(page, "archive-edition")
 
     page.locator("section.story").nth(1).get_by_role("link", name="Lire la suite").click()
     page.wait_for_url(f"**/archive/items/{sent.items['ecole-fr']}")
     assert "en présence de chercheurs" in page.locator("article.item").inner_text()
-    shoot(page, "archive-item")
+    shoot_both_widths(page, "archive-item")
     page.get_by_role("link", name="English").last.click()
     page.wait_for_url(f"**/archive/items/{sent.items['ecole-en']}")
     assert page.locator("html").get_attribute("lang") == "en"
@@ -49,6 +49,14 @@ def test_archive_pages_at_phone_and_desktop_width(page: Any, live: Live) -> None
     page.goto(web_version)
     page.get_by_text("Pupils as mediators against bullying").filter(visible=True).first.wait_for(timeout=10_000)
     assert page.evaluate("document.scripts.length") == 0
+    shoot(page, "archive-web-version")
+
+
+def shoot_both_widths(tab: Any, name: str) -> None:
+    """Screenshots at 375 and 1280 px (``shoot`` checks the phone width), and no sideways scroll at 1280 either."""
+    shoot(tab, name)
+    overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"{name} scrolls sideways on a desktop"
 
 
 def sent_subject(tab: Any) -> str:
