@@ -302,3 +302,25 @@ def _plain_env_headers(tmp_path: Path, smtp_server: RecordingSMTPServer) -> dict
         return dict(response.headers)
     finally:
         env.engine.dispose()
+
+
+def test_archive_on_both_databases(tmp_path: Path, smtp_server: RecordingSMTPServer, database_url: str) -> None:
+    env = make_env(tmp_path, smtp_server, database={"url": database_url})
+    try:
+        sent = send_archive_edition(env.engine, env.settings, smtp_server)
+        paths = [
+            "/archive/?lang=es",
+            f"/archive/{sent.edition_id}/es",
+            f"/archive/{sent.edition_id}/es/email",
+            f"/archive/items/{sent.items['quartiers-es']}",
+        ]
+        for path in paths:
+            assert env.client.get(path).status_code == 200, path
+        assert "Vecinos que cuidan su barrio" in env.client.get("/archive/?lang=es").text
+        assert len(feedparser.parse(env.client.get("/archive/es.atom").content).entries) == 1
+        set_status(env.engine, sent.edition_id, EditionStatus.PAUSED)
+        for path in paths[1:]:
+            assert env.client.get(path).status_code == 404, path
+        assert "Vecinos que cuidan su barrio" not in env.client.get("/archive/?lang=es").text
+    finally:
+        env.engine.dispose()
