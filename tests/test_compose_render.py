@@ -114,7 +114,10 @@ def test_hostile_news_content_stays_literal_text(engine: Engine, settings: Setti
             link='https://www.example.org/fr/a?x=1&y="2"',
             image='https://www.example.org/i.png" onload="alert(1)',
             image_alt='"><script>alert(2)</script>',
-            body=[{"type": "link", "url": "javascript:alert(3)", "label": "click {{ me }}"}],
+            body=[
+                {"type": "paragraph", "text": "<img src=x onerror=alert(1)> {{ settings }}"},
+                {"type": "link", "url": "javascript:alert(3)", "label": "click {{ me }}"},
+            ],
         )
         add_news(
             session,
@@ -162,7 +165,13 @@ def test_variant_is_what_the_pipeline_gives_on_the_variant_alone(engine: Engine,
         for language, interests in [("fr", ""), ("fr", "cities,youth"), ("es", "youth"), ("en", "cybercrime")]:
             variant = renderer.render(language, interests)
             items = renderer.select(language, interests)
-            alone = renderer.html_of(language, items, variant.preheader, _topics_line(settings, language, interests))
+            alone = renderer.html_of(
+                language,
+                items,
+                variant.preheader,
+                _topics_line(settings, language, interests),
+                renderer.web_version_url(language, interests),
+            )
             assert _MARKER_RE.sub("", alone) == variant.html, (language, interests)
 
 
@@ -179,6 +188,8 @@ def test_rendering_is_deterministic(engine: Engine, settings: Settings) -> None:
 
 def test_text_part_is_wrapped_at_78_columns_without_breaking_links(engine: Engine, settings: Settings) -> None:
     long_url = "https://www.example.org/" + "very-long-path/" * 8
+    # The whole item is shown, so its link block is in the text part.
+    settings = dataclasses.replace(settings, compose=dataclasses.replace(settings.compose, excerpt_words=1000))
     with transaction(engine) as session:
         add_news(
             session,

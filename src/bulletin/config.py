@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import make_url
@@ -86,6 +87,11 @@ class Web:
         5, "Failed staff logins allowed per account (and 4 times that per client IP) in 15 minutes."
     )
     session_hours: int = setting(12, "How long a staff login lasts, in hours.")
+    embed_origins: list[str] = setting(
+        [],
+        "Other sites (origins such as 'https://www.example.org') whose pages may post the embedded "
+        "subscription form of 'bulletin web snippet'.",
+    )
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,9 @@ class Compose:
     max_html_bytes: int = setting(102400, "Largest HTML part allowed; Gmail clips bigger messages.")
     templates_dir: str = setting("", "Folder of email templates; empty uses the ones shipped with bulletin.")
     preview_dir: str = setting("previews", "Folder where previews are written, relative to the config file.")
+    excerpt_words: int = setting(
+        70, "Longest excerpt of an item in the email, in words; 'Read more' links to the rest."
+    )
 
 
 @dataclass(frozen=True)
@@ -249,6 +258,13 @@ class Ingest:
 
 
 @dataclass(frozen=True)
+class Archive:
+    noindex: bool = setting(False, "Ask search engines not to index the public archive (robots noindex).")
+    per_page: int = setting(10, "Editions listed on each page of the archive index.")
+    feed_entries: int = setting(20, "Newest editions listed in each language's Atom feed.")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of bulletin's settings; build one in tests with ``Settings()`` or ``load_settings``."""
 
@@ -269,6 +285,7 @@ class Settings:
     schedule: Schedule = setting(Schedule(), "Periodic editions.")
     workflow: Workflow = setting(Workflow(), "Review and approval.")
     ingest: Ingest = setting(Ingest(), "Sources read by the periodic edition.")
+    archive: Archive = setting(Archive(), "The public archive of sent editions.")
     # Not from the file: where it was read from, to resolve relative paths.
     base_dir: Path = field(default=Path("."), metadata={"help": "", "internal": True}, compare=False)
 
@@ -410,6 +427,20 @@ def _check(settings: Settings) -> None:
         zone = ZoneInfo(settings.schedule.timezone)
     except Exception:
         raise ConfigError(f"schedule.timezone: unknown time zone {settings.schedule.timezone!r}") from None
+    if settings.compose.excerpt_words < 10:
+        raise ConfigError("compose.excerpt_words: must be at least 10")
+    if settings.archive.per_page < 1 or settings.archive.feed_entries < 1:
+        raise ConfigError("archive.per_page and archive.feed_entries: must be at least 1")
+    for index, origin in enumerate(settings.web.embed_origins):
+        parts = urlsplit(origin)
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.netloc
+            or origin.rstrip("/") != f"{parts.scheme}://{parts.netloc}"
+        ):
+            raise ConfigError(
+                f"web.embed_origins[{index}]: {origin!r} must be an origin like 'https://www.example.org'"
+            )
     if settings.schedule.tick_seconds < 1:
         raise ConfigError("schedule.tick_seconds: must be at least 1")
     try:

@@ -119,6 +119,8 @@ COMMAND_HELP = {
     "scheduler": "Run the scheduler that drafts and sends editions on time.",
     "serve": "Serve the subscription and staff web pages.",
     "staff": "Manage staff accounts for the web pages.",
+    "archive": "Export the public archive of sent editions as static files.",
+    "web": "Pieces of the web pages for other sites (the embeddable subscription form).",
 }
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "init": ("admin",),
@@ -130,6 +132,8 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "scheduler": ("scheduler",),
     "serve": ("web",),
     "staff": ("staff",),
+    "archive": ("archive",),
+    "web": ("web",),
 }
 
 

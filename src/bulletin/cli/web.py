@@ -84,6 +84,31 @@ def _listen(host: str, port: int) -> Iterator[socket.socket]:
         yield listening
 
 
+@click.group()
+def web() -> None:
+    """Pieces of the web pages for other sites."""
+
+
+@web.command()
+@click.option("--lang", "language", help="Language of the form (default: default_language).")
+@pass_app
+def snippet(app: App, language: str | None) -> None:
+    """Print an HTML subscription form to paste into another site's pages.
+
+    The form posts to web.base_url/subscribe; add the site's origin to web.embed_origins, or
+    its posts are refused. Visitors land on the usual "check your inbox" page.
+
+    Example:
+
+        bulletin web snippet --lang es > formulario.html
+    """
+    from bulletin.web.snippet import subscribe_snippet
+
+    settings = app.settings
+    click.echo(subscribe_snippet(settings, language or settings.default_language), nl=False)
+
+
 def register(cli: click.Group) -> None:
     """Add this area's commands to the CLI."""
     cli.add_command(serve)
+    cli.add_command(web)

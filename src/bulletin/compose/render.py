@@ -40,9 +40,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bulletin import __version__
-from bulletin.app.editions import Story, edition_stories, last_day
+from bulletin.app.editions import Story, default_subject, edition_stories, last_day
 from bulletin.compose import placeholders
+from bulletin.compose.archive_urls import ServerLinks
 from bulletin.compose.checks import check_variant, content_hash
+from bulletin.compose.excerpt import excerpt
 from bulletin.compose.variants import plan_variants, variant_key
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, InvalidInput
@@ -58,6 +60,7 @@ PREHEADER_LENGTH = 140
 # Stand-ins for the per-variant parts of a language document, swapped for each variant's own text.
 _PREHEADER_TOKEN = "__BULLETIN_VARIANT_PREHEADER__"
 _TOPICS_TOKEN = "__BULLETIN_VARIANT_TOPICS__"
+_WEB_VERSION_TOKEN = "__BULLETIN_VARIANT_WEB_VERSION__"
 _ITEMS_START = "<!--bulletin-items-->"
 _ITEMS_END = "<!--/bulletin-items-->"
 _ITEM_RE = re.compile(r"<!--bulletin-item:(\d+)-->.*?<!--/bulletin-item-->", re.DOTALL)
@@ -187,6 +190,7 @@ def render_fingerprint(settings: Settings) -> str:
         "interests": [dataclasses.asdict(interest) for interest in settings.interests],
         "fallback": settings.compose.fallback,
         "max_html_bytes": settings.compose.max_html_bytes,
+        "excerpt_words": settings.compose.excerpt_words,
         "timezone": settings.schedule.timezone,
     }
     digest.update(json.dumps(relevant, sort_keys=True, ensure_ascii=False).encode())
@@ -218,6 +222,8 @@ class ItemView:
     fallback_note: str
     topic_labels: list[str]
     blocks: list[dict[str, Any]]
+    # Where "Read more" goes (the item's own link, else its archive page); None when shown whole.
+    read_more: str | None = None
 
 
 def safe_url(value: str | None, base: str | None = None) -> str | None:
@@ -253,7 +259,8 @@ def _direction(language: str) -> str:
         return "ltr"
 
 
-def _blocks(item: NewsItem, full: bool) -> list[dict[str, Any]]:
+def item_blocks(item: NewsItem) -> list[dict[str, Any]]:
+    """The whole text of an item as blocks a template can write (unsafe links dropped)."""
     base = item.link if item.link else None
     blocks: list[dict[str, Any]] = []
     for block in item.body or []:
@@ -269,16 +276,37 @@ def _blocks(item: NewsItem, full: bool) -> list[dict[str, Any]]:
                 blocks.append({"type": "link", "url": url, "label": label})
         elif kind in ("heading", "paragraph") and str(block.get("text") or "").strip():
             blocks.append({"type": kind, "text": str(block["text"])})
-    if full:
-        return blocks
-    # With a link to the whole story, the email shows its summary (or first paragraph) only.
-    if item.summary and item.summary.strip():
-        return [{"type": "paragraph", "text": item.summary.strip()}]
-    first = next((b for b in blocks if b["type"] == "paragraph"), None)
-    return [first] if first else []
+    # An item known by its summary only (a feed entry) shows that summary.
+    if not blocks and item.summary and item.summary.strip():
+        blocks.append({"type": "paragraph", "text": item.summary.strip()})
+    return blocks
 
 
-def _item_view(settings: Settings, story: Story, item: NewsItem, reader: str) -> ItemView:
+def _excerpt_of(settings: Settings, item: NewsItem, link: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """The blocks the email shows and where "Read more" goes (None: the item is shown whole)."""
+    whole = item_blocks(item)
+    cut = excerpt(whole, settings.compose.excerpt_words)
+    web_link = link if link and urlsplit(link).scheme in ("http", "https") else None
+    if cut.truncated:
+        return cut.blocks, web_link or ServerLinks(settings.web.base_url).item(item.id)
+    # A summary without a body stands for a story told in full at its link.
+    body_missing = not any(str(block.get("text") or block.get("items") or "").strip() for block in item.body or [])
+    return cut.blocks, web_link if body_missing else None
+
+
+def choose_version(settings: Settings, story: Story, language: str) -> NewsItem | None:
+    """The version of a story a reader of ``language`` gets, per the fallback setting."""
+    included = story.included
+    for item in included:
+        if item.language == language:
+            return item
+    if settings.compose.fallback == "skip" or not included:
+        return None
+    return included[0]
+
+
+def item_view(settings: Settings, story: Story, item: NewsItem, reader: str) -> ItemView:
+    """An item as the templates of a reader of ``reader`` see it, with its excerpt."""
     link = safe_url(item.link)
     zone = ZoneInfo(settings.schedule.timezone)
     labels = [
@@ -288,6 +316,7 @@ def _item_view(settings: Settings, story: Story, item: NewsItem, reader: str) ->
     if item.language != reader:
         note = translations(reader).gettext("(in %(language)s)") % {"language": _language_name(reader, item.language)}
     image = safe_url(item.image, link)
+    blocks, read_more = _excerpt_of(settings, item, link)
     return ItemView(
         key=item.id,
         language=item.language,
@@ -298,19 +327,9 @@ def _item_view(settings: Settings, story: Story, item: NewsItem, reader: str) ->
         date=format_date(item.published_at.astimezone(zone).date(), format="long", locale=reader),
         fallback_note=note,
         topic_labels=labels,
-        blocks=_blocks(item, full=not (link and urlsplit(link).scheme in ("http", "https"))),
+        blocks=blocks,
+        read_more=read_more,
     )
-
-
-def _choose_version(settings: Settings, story: Story, language: str) -> NewsItem | None:
-    """The version of a story a reader of ``language`` gets, per the fallback setting."""
-    included = story.included
-    for item in included:
-        if item.language == language:
-            return item
-    if settings.compose.fallback == "skip" or not included:
-        return None
-    return included[0]
 
 
 def _preheader(items: Sequence[ItemView]) -> str:
@@ -330,7 +349,7 @@ def _topics_line(settings: Settings, language: str, interests: str) -> str:
     return catalog.gettext("You receive the news on: %(topics)s.") % {"topics": ", ".join(labels)}
 
 
-def _intro_paragraphs(text: str) -> list[str]:
+def intro_paragraphs(text: str) -> list[str]:
     return [" ".join(part.split()) for part in re.split(r"\n\s*\n", text.strip()) if part.strip()]
 
 
@@ -439,9 +458,9 @@ class EditionRenderer:
         if language not in self._views:
             views = []
             for story in self.stories:
-                item = _choose_version(self.settings, story, language)
+                item = choose_version(self.settings, story, language)
                 if item is not None:
-                    views.append((story, _item_view(self.settings, story, item, language)))
+                    views.append((story, item_view(self.settings, story, item, language)))
             self._views[language] = views
         return self._views[language]
 
@@ -450,7 +469,14 @@ class EditionRenderer:
         wanted = {key for key in interests.split(",") if key}
         return [view for story, view in self.views(language) if not wanted or story.topics & wanted]
 
-    def context(self, language: str, items: Sequence[ItemView], preheader: str, topics_line: str) -> dict[str, Any]:
+    def context(
+        self,
+        language: str,
+        items: Sequence[ItemView],
+        preheader: str,
+        topics_line: str,
+        web_version_url: str = _WEB_VERSION_TOKEN,
+    ) -> dict[str, Any]:
         settings = self.settings
         organisation = settings.organisation
         website = safe_url(organisation.website) or organisation.website
@@ -469,20 +495,17 @@ class EditionRenderer:
                 "website_label": re.sub(r"^https?://", "", website).rstrip("/"),
             },
             "edition_date": format_date(last_day(settings, self.edition.period_end), format="long", locale=language),
-            "intro_paragraphs": _intro_paragraphs((self.edition.intros or {}).get(language, "")),
+            "intro_paragraphs": intro_paragraphs((self.edition.intros or {}).get(language, "")),
             "items": list(items),
             "name_placeholder": placeholders.NAME,
             "unsubscribe_url": placeholders.UNSUBSCRIBE_URL,
             "preferences_url": placeholders.PREFERENCES_URL,
+            "web_version_url": web_version_url,
+            "archive_url": self.settings.web.base_url.rstrip("/") + "/archive/",
         }
 
     def subject(self, language: str) -> str:
-        subjects = self.edition.subjects or {}
-        if language in subjects and subjects[language].strip():
-            return subjects[language].strip()
-        from bulletin.app.editions import default_subject
-
-        return default_subject(self.settings, language, self.edition.period_end)
+        return edition_subject(self.settings, self.edition, language)
 
     def _render_template(self, language: str, name: str, context: dict[str, Any]) -> str:
         try:
@@ -502,9 +525,21 @@ class EditionRenderer:
                 raise RenderError(f"{INLINE_CSS} is missing from the templates") from None
         return self._inline_css
 
-    def html_of(self, language: str, items: Sequence[ItemView], preheader: str, topics_line: str) -> str:
+    def web_version_url(self, language: str, interests: str) -> str:
+        """The public page of a variant, linked from its email as "view in browser"."""
+        return ServerLinks(self.settings.web.base_url).web_version(self.edition.id, language, interests)
+
+    def html_of(
+        self,
+        language: str,
+        items: Sequence[ItemView],
+        preheader: str,
+        topics_line: str,
+        web_version_url: str = _WEB_VERSION_TOKEN,
+    ) -> str:
         """The whole pipeline on one document (used per language, and by tests on one variant)."""
-        mjml_source = self._render_template(language, LAYOUT, self.context(language, items, preheader, topics_line))
+        context = self.context(language, items, preheader, topics_line, web_version_url)
+        mjml_source = self._render_template(language, LAYOUT, context)
         return mjml_to_email_html(mjml_source, self.inline_css())
 
     def document(self, language: str) -> _LanguageDocument:
@@ -525,13 +560,16 @@ class EditionRenderer:
         items = self.select(language, interests)
         preheader = _preheader(items)
         topics_line = _topics_line(settings, language, interests)
+        web_version_url = self.web_version_url(language, interests)
         html = (
             self.document(language)
             .assemble(item.key for item in items)
             .replace(_PREHEADER_TOKEN, html_lib.escape(preheader, quote=False))
             .replace(_TOPICS_TOKEN, html_lib.escape(topics_line, quote=False))
+            .replace(_WEB_VERSION_TOKEN, html_lib.escape(web_version_url, quote=True))
         )
-        text = self._render_template(language, TEXT, self.context(language, items, preheader, topics_line))
+        context = self.context(language, items, preheader, topics_line, web_version_url)
+        text = self._render_template(language, TEXT, context)
         text = _tidy_text(text)
         subject = self.subject(language)
         problems = check_variant(settings, html, text, preheader) if items else []
@@ -547,6 +585,14 @@ class EditionRenderer:
             item_count=len(items),
             problems=problems,
         )
+
+
+def edition_subject(settings: Settings, edition: Edition, language: str) -> str:
+    """The subject of an edition in a language: the one staff wrote, else the default one."""
+    subjects = edition.subjects or {}
+    if language in subjects and subjects[language].strip():
+        return subjects[language].strip()
+    return default_subject(settings, language, edition.period_end)
 
 
 def _tidy_text(text: str) -> str:

@@ -118,6 +118,8 @@ def _from_header(settings: Settings) -> Address:
 def _add_list_headers(message: EmailMessage, settings: Settings) -> None:
     message["List-Id"] = list_id(settings)
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    # RFC 2369: where the list's past messages are.
+    message["List-Archive"] = f"<{settings.web.base_url.rstrip('/')}/archive/>"
     message["Precedence"] = "bulk"
 
 

@@ -26,7 +26,7 @@ from bulletin.errors import BulletinError, Conflict, NotFound
 from bulletin.web.headers import SecurityHeadersMiddleware
 from bulletin.web.language import N_
 from bulletin.web.pages import make_environment, page_language, render
-from bulletin.web.views import confirm, editions, preferences, progress, staff_login, subscribe, unsubscribe
+from bulletin.web.views import archive, confirm, editions, preferences, progress, staff_login, subscribe, unsubscribe
 from bulletin.web.views import edition as edition_view
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,12 @@ def routes() -> list[Route | Mount]:
         Route("/staff/editions/{edition_id:int}/schedule", edition_view.schedule, methods=["POST"]),
         Route("/staff/editions/{edition_id:int}/test-send", edition_view.test_send, methods=["POST"]),
         Route("/staff/editions/{edition_id:int}/progress", progress.progress_page, methods=["GET"]),
+        Route("/archive", archive.archive_redirect, methods=["GET"]),
+        Route("/archive/", archive.index, methods=["GET"]),
+        Route("/archive/{lang:str}.atom", archive.feed, methods=["GET"]),
+        Route("/archive/items/{item_id:int}", archive.item, methods=["GET"]),
+        Route("/archive/{edition_id:int}/{lang:str}", archive.edition, methods=["GET"]),
+        Route("/archive/{edition_id:int}/{lang:str}/email", archive.web_version, methods=["GET"]),
         Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -19,6 +19,13 @@ EMAIL_FRAME_POLICY = (
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
 
+# The public web version of a sent bulletin: the email's own inline styles and remote images,
+# no scripts, no forms, never framed.
+WEB_VERSION_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; font-src https:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
 
 class SecurityHeadersMiddleware:
     """Adds the headers a response did not set itself."""

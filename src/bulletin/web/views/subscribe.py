@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
@@ -88,13 +89,55 @@ def _check(request: Request, text: PageText, values: dict[str, Any]) -> dict[str
     return errors
 
 
+def _origin_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else None
+
+
+def posting_site(request: Request) -> str | None:
+    """The origin of another site that posted this form; None for our own pages or an unknown origin.
+
+    The Origin header is used, else the Referer's origin. Our pages send neither (or "null"),
+    because they ask for no referrer: such posts must carry the form's CSRF token.
+    """
+    settings = settings_of(request)
+    origin = request.headers.get("origin", "").strip().lower()
+    if not origin or origin == "null":
+        origin = _origin_of(request.headers.get("referer", "")) or ""
+    if not origin:
+        return None
+    own = {_origin_of(settings.web.base_url), _origin_of(str(request.base_url))}
+    return None if origin.rstrip("/") in own else origin.rstrip("/")
+
+
+def embed_allowed(request: Request, origin: str) -> bool:
+    allowed = {entry.rstrip("/").lower() for entry in settings_of(request).web.embed_origins}
+    return origin in allowed
+
+
 async def subscribe_submit(request: Request) -> Response:
-    """POST /subscribe: check the form, record the request, mail the confirmation after answering."""
+    """POST /subscribe: check the form, record the request, mail the confirmation after answering.
+
+    The form of ``bulletin web snippet`` posts here from the sites of ``web.embed_origins``: those
+    posts carry no CSRF token (the site is the check); posts from any other site are refused.
+    """
     settings = settings_of(request)
     text = page_language(request)
     form = await request.form()
     values = _values(form, text)
-    if not csrf_valid(request, form.get(CSRF_FIELD)):
+    site = posting_site(request)
+    if site is not None and not embed_allowed(request, site):
+        return render(
+            request,
+            "error.html",
+            {
+                "title": text.plain("Form refused"),
+                "message": text.plain("This form cannot be sent from another site: please use our subscription page."),
+            },
+            text=text,
+            status_code=403,
+        )
+    if site is None and not csrf_valid(request, form.get(CSRF_FIELD)):
         errors = {"form": text.plain("This form had expired. Please check your answers and send it again.")}
         return _form_page(request, text, values, errors, status_code=403)
     errors = _check(request, text, values)
