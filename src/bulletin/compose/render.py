@@ -55,9 +55,11 @@ TEXT = "email/bulletin.txt.j2"
 INLINE_CSS = "email/inline.css"
 PREHEADER_LENGTH = 140
 
-# Stand-ins for the per-variant parts of a language document, swapped for each variant's own text.
-_PREHEADER_TOKEN = "__BULLETIN_VARIANT_PREHEADER__"
-_TOPICS_TOKEN = "__BULLETIN_VARIANT_TOPICS__"
+# Stand-ins for the per-variant parts of a language document, swapped for each variant's own text
+# (slots of the edition's marker, so no content can hold one).
+_PREHEADER_SLOT = "VARIANT_PREHEADER"
+_TOPICS_SLOT = "VARIANT_TOPICS"
+_SUBJECT_SLOT = "VARIANT_SUBJECT"
 _ITEMS_START = "<!--bulletin-items-->"
 _ITEMS_END = "<!--/bulletin-items-->"
 _ITEM_RE = re.compile(r"<!--bulletin-item:(\d+)-->.*?<!--/bulletin-item-->", re.DOTALL)
@@ -85,6 +87,8 @@ class RenderedVariant:
     html_size: int
     item_count: int
     problems: list[str] = field(default_factory=list)
+    # The marker of the per-recipient slots (bulletin.compose.placeholders).
+    marker: str = ""
 
     @property
     def key(self) -> str:
@@ -188,6 +192,7 @@ def render_fingerprint(settings: Settings) -> str:
         "fallback": settings.compose.fallback,
         "max_html_bytes": settings.compose.max_html_bytes,
         "timezone": settings.schedule.timezone,
+        "placeholders": placeholders.SCHEME,
     }
     digest.update(json.dumps(relevant, sort_keys=True, ensure_ascii=False).encode())
     return digest.hexdigest()
@@ -288,17 +293,21 @@ def _item_view(settings: Settings, story: Story, item: NewsItem, reader: str) ->
     if item.language != reader:
         note = translations(reader).gettext("(in %(language)s)") % {"language": _language_name(reader, item.language)}
     image = safe_url(item.image, link)
+    # Content never holds a slot: placeholder-like words are made inert and shown as they are.
+    text, url = placeholders.neutralise_text, placeholders.neutralise_url
     return ItemView(
         key=item.id,
         language=item.language,
-        title=item.title.strip(),
-        link=link,
-        image=image,
-        image_alt=(item.image_alt or "").strip() or item.title.strip(),
+        title=text(item.title.strip()),
+        link=url(link) if link else None,
+        image=url(image) if image else None,
+        image_alt=text((item.image_alt or "").strip() or item.title.strip()),
         date=format_date(item.published_at.astimezone(zone).date(), format="long", locale=reader),
         fallback_note=note,
-        topic_labels=labels,
-        blocks=_blocks(item, full=not (link and urlsplit(link).scheme in ("http", "https"))),
+        topic_labels=[text(label) for label in labels],
+        blocks=placeholders.neutralise_data(
+            _blocks(item, full=not (link and urlsplit(link).scheme in ("http", "https")))
+        ),
     )
 
 
@@ -427,6 +436,7 @@ class EditionRenderer:
         self.edition = edition
         self.stories = edition_stories(session, settings, edition)
         self.dirs = template_dirs(settings)
+        self.marker = placeholders.edition_marker(session, edition.id)
         self._documents: dict[str, _LanguageDocument] = {}
         self._views: dict[str, list[tuple[Story, ItemView]]] = {}
         self._inline_css: str | None = None
@@ -453,36 +463,39 @@ class EditionRenderer:
     def context(self, language: str, items: Sequence[ItemView], preheader: str, topics_line: str) -> dict[str, Any]:
         settings = self.settings
         organisation = settings.organisation
-        website = safe_url(organisation.website) or organisation.website
+        website = placeholders.neutralise_url(safe_url(organisation.website) or organisation.website)
+        text = placeholders.neutralise_text
         return {
             "lang": language,
             "direction": _direction(language),
             "subject": self.subject(language),
             "preheader": preheader,
             "topics_line": topics_line,
-            "list_name": organisation.list_name,
+            "list_name": text(organisation.list_name),
             "organisation": {
-                "name": organisation.name,
-                "address": organisation.address,
-                "contact_email": organisation.contact_email,
+                "name": text(organisation.name),
+                "address": text(organisation.address),
+                "contact_email": text(organisation.contact_email),
                 "website": website,
                 "website_label": re.sub(r"^https?://", "", website).rstrip("/"),
             },
             "edition_date": format_date(last_day(settings, self.edition.period_end), format="long", locale=language),
-            "intro_paragraphs": _intro_paragraphs((self.edition.intros or {}).get(language, "")),
+            "intro_paragraphs": [
+                text(paragraph) for paragraph in _intro_paragraphs((self.edition.intros or {}).get(language, ""))
+            ],
             "items": list(items),
-            "name_placeholder": placeholders.NAME,
-            "unsubscribe_url": placeholders.UNSUBSCRIBE_URL,
-            "preferences_url": placeholders.PREFERENCES_URL,
+            "name_placeholder": placeholders.slot(self.marker, placeholders.NAME),
+            "unsubscribe_url": placeholders.slot(self.marker, placeholders.UNSUBSCRIBE_URL),
+            "preferences_url": placeholders.slot(self.marker, placeholders.PREFERENCES_URL),
         }
 
     def subject(self, language: str) -> str:
         subjects = self.edition.subjects or {}
         if language in subjects and subjects[language].strip():
-            return subjects[language].strip()
+            return placeholders.neutralise_text(subjects[language].strip())
         from bulletin.app.editions import default_subject
 
-        return default_subject(self.settings, language, self.edition.period_end)
+        return placeholders.neutralise_text(default_subject(self.settings, language, self.edition.period_end))
 
     def _render_template(self, language: str, name: str, context: dict[str, Any]) -> str:
         try:
@@ -504,13 +517,24 @@ class EditionRenderer:
 
     def html_of(self, language: str, items: Sequence[ItemView], preheader: str, topics_line: str) -> str:
         """The whole pipeline on one document (used per language, and by tests on one variant)."""
-        mjml_source = self._render_template(language, LAYOUT, self.context(language, items, preheader, topics_line))
-        return mjml_to_email_html(mjml_source, self.inline_css())
+        context = self.context(language, items, preheader, topics_line)
+        # MJML copies mj-title into an aria-label attribute after decoding its quotes, so the
+        # subject goes in after MJML, escaped for an attribute.
+        title = placeholders.slot(self.marker, _SUBJECT_SLOT)
+        context["subject"] = title
+        mjml_source = self._render_template(language, LAYOUT, context)
+        html = mjml_to_email_html(mjml_source, self.inline_css())
+        return html.replace(title, html_lib.escape(self.subject(language), quote=True))
 
     def document(self, language: str) -> _LanguageDocument:
         if language not in self._documents:
             items = [view for _, view in self.views(language)]
-            html = self.html_of(language, items, _PREHEADER_TOKEN, _TOPICS_TOKEN)
+            html = self.html_of(
+                language,
+                items,
+                placeholders.slot(self.marker, _PREHEADER_SLOT),
+                placeholders.slot(self.marker, _TOPICS_SLOT),
+            )
             self._documents[language] = _split(html)
         return self._documents[language]
 
@@ -524,17 +548,17 @@ class EditionRenderer:
         interests = ",".join(sorted({key for key in interests.split(",") if key}))
         items = self.select(language, interests)
         preheader = _preheader(items)
-        topics_line = _topics_line(settings, language, interests)
+        topics_line = placeholders.neutralise_text(_topics_line(settings, language, interests))
         html = (
             self.document(language)
             .assemble(item.key for item in items)
-            .replace(_PREHEADER_TOKEN, html_lib.escape(preheader, quote=False))
-            .replace(_TOPICS_TOKEN, html_lib.escape(topics_line, quote=False))
+            .replace(placeholders.slot(self.marker, _PREHEADER_SLOT), html_lib.escape(preheader, quote=False))
+            .replace(placeholders.slot(self.marker, _TOPICS_SLOT), html_lib.escape(topics_line, quote=False))
         )
         text = self._render_template(language, TEXT, self.context(language, items, preheader, topics_line))
         text = _tidy_text(text)
         subject = self.subject(language)
-        problems = check_variant(settings, html, text, preheader) if items else []
+        problems = check_variant(settings, html, text, preheader, self.marker, subject=subject) if items else []
         return RenderedVariant(
             language=language,
             interests=interests,
@@ -546,6 +570,7 @@ class EditionRenderer:
             html_size=len(html.encode("utf-8")),
             item_count=len(items),
             problems=problems,
+            marker=self.marker,
         )
 
 
