@@ -69,8 +69,10 @@ def web_settings(tmp_path: Path, *, base_url: str = "http://testserver", smtp_po
     return settings_from_dict(data, tmp_path)
 
 
-def client_for(settings: Settings, engine: Engine) -> TestClient:
-    return TestClient(create_app(settings, engine), base_url=settings.web.base_url, follow_redirects=False)
+def client_for(settings: Settings, engine: Engine, address: str = "testclient") -> TestClient:
+    """A client of a new app on this database, connecting from ``address``."""
+    app = create_app(settings, engine)
+    return TestClient(app, base_url=settings.web.base_url, follow_redirects=False, client=(address, 50000))
 
 
 def csrf_of(html: str) -> str:
