@@ -7,8 +7,6 @@ import logging
 import pytest
 from click.testing import CliRunner
 
-from bulletin.web.logs import RedactTokens, redact_path
-
 from .smtp_server import free_port
 from .test_web_serve import config, start, stop, wait_until_up  # noqa: F401  (config is a fixture)
 
@@ -51,6 +49,8 @@ def test_forwarded_for_is_believed_only_from_the_proxies_named(config) -> None: 
 
 
 def test_redaction_keeps_everything_but_the_token() -> None:
+    from bulletin.web.logs import RedactTokens, redact_path
+
     assert redact_path("/confirm/abc.def?lang=fr") == "/confirm/[redacted]?lang=fr"
     assert redact_path("/staff/editions/3") == "/staff/editions/3"
     record = logging.LogRecord(
