@@ -146,15 +146,26 @@ def _session_hash(session_id: str) -> str:
 
 
 def start_session(
-    session: Session, member: StaffMember, *, ip: str | None, user_agent: str | None, now: datetime | None = None
+    session: Session,
+    member: StaffMember,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    max_age: timedelta,
+    now: datetime | None = None,
 ) -> str:
-    """Record a new login and return its random id (for the cookie; only its digest is stored)."""
+    """Record a new login and return its random id (for the cookie; only its digest is stored).
+
+    Logins older than ``max_age`` (of anyone) are deleted on the way: they can no longer be used.
+    """
+    moment = now or utcnow()
+    session.execute(delete(StaffSession).where(StaffSession.created_at <= moment - max_age))
     session_id = secrets.token_urlsafe(32)
     session.add(
         StaffSession(
             id_hash=_session_hash(session_id),
             staff_id=member.id,
-            created_at=now or utcnow(),
+            created_at=moment,
             ip=ip[:64] if ip else None,
             user_agent=user_agent[:400] if user_agent else None,
         )

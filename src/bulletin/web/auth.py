@@ -50,7 +50,10 @@ class StaffUser:
 async def log_in(request: Request, member: StaffMember) -> None:
     """Start a fresh session (a new CSRF token too), so a cookie planted before login is useless."""
     ip, agent = client_ip(request), user_agent(request)
-    session_id = await write(request, lambda session: start_session(session, member, ip=ip, user_agent=agent))
+    max_age = timedelta(hours=settings_of(request).web.session_hours)
+    session_id = await write(
+        request, lambda session: start_session(session, member, ip=ip, user_agent=agent, max_age=max_age)
+    )
     request.session.clear()
     request.session[SESSION_KEY] = {"sid": session_id}
     csrf_token(request)
