@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from bulletin.app import workflow
@@ -17,12 +18,16 @@ from bulletin.app.editions import create_edition
 from bulletin.compose import placeholders
 from bulletin.compose.approval import approve
 from bulletin.compose.checks import check_variant
+from bulletin.config import settings_from_dict
 from bulletin.db import transaction
+from bulletin.errors import BulletinError
 from bulletin.models import Edition, EditionVariant
+from bulletin.mta import mail
 from bulletin.mta.sender import send_edition
 from bulletin.news.ingest import ingest_sources
 
 from .factories import add_subscriber, migrated_engine
+from .send_fixtures import TEST_MARKER, variant_body
 from .smtp_server import RecordingSMTPServer
 from .workflow_fixtures import PERIOD_END, PERIOD_START, make_settings
 
@@ -157,3 +162,11 @@ def test_one_filler_fills_only_this_editions_slots_in_one_pass() -> None:
         f"Bonjour &lt;b&gt;&quot;{name_slot}&quot;&lt;/b&gt; __BULLETIN_NAME__ __BULLETIN_999999999999_NAME__"
     )
     assert placeholders.fill(content, marker, values, html=False).startswith(f'Bonjour <b>"{name_slot}"</b> ')
+
+
+def test_a_variant_without_its_editions_unsubscribe_slot_is_never_sent(tmp_path: Path) -> None:
+    """Slots of another marker (a copied rendering, another database) would leave every copy without its link."""
+    settings = settings_from_dict({}, tmp_path)
+    subject, html, text = variant_body("fr", "", 1, "FFFFFFFFFFFF")
+    with pytest.raises(BulletinError, match="no unsubscribe slot"):
+        mail.VariantTemplate.build(settings, subject=subject, html=html, text=text, marker=TEST_MARKER)

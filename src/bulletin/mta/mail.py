@@ -345,6 +345,9 @@ class VariantTemplate:
         data = message.as_bytes(policy=POLICY)
         for number, body in enumerate(bodies):
             data = data.replace((body_mark % number).encode("ascii").replace(b"\n", b"\r\n"), body, 1)
+        if (placeholders.UNSUBSCRIBE_URL, "text") not in slots:
+            # Sent like this, no copy would carry its reader's unsubscribe link.
+            raise BulletinError("the variant has no unsubscribe slot of its edition: render the edition again")
         pieces = re.compile(rb"=X" + cut + rb"S(\d+)=X").split(data)
         return cls(
             stuffed_segments=[dot_stuff(segment) for segment in pieces[0::2]],

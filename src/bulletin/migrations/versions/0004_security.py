@@ -5,7 +5,7 @@ Revises: 0003_send_rate
 """
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -61,21 +61,30 @@ def upgrade() -> None:
 
 
 def _sqlite_rebuild_subscribers(connection: sa.Connection) -> None:
-    """Rebuild ``subscribers`` with AUTOINCREMENT and the nonce column (SQLite's 12-step table change).
+    """Rebuild ``subscribers`` with AUTOINCREMENT and the nonce column (SQLite's 12-step table change)."""
 
-    Foreign keys must be off while the old table is dropped, or the drop would cascade to the
-    subscribers' history and deliveries; SQLite only switches them outside a transaction.
-    """
-    connection.exec_driver_sql("COMMIT")
-    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-    try:
+    def rebuild() -> None:
         with op.batch_alter_table(
             "subscribers", recreate="always", table_kwargs={"sqlite_autoincrement": True}
         ) as batch:
             batch.alter_column("id", existing_type=sa.Integer(), autoincrement=True)
             batch.add_column(sa.Column("link_nonce", sa.String(length=32), nullable=False, server_default=""))
         connection.exec_driver_sql("UPDATE subscribers SET link_nonce = lower(hex(randomblob(12)))")
+
+    _without_foreign_keys(connection, rebuild)
+
+
+def _without_foreign_keys(connection: sa.Connection, change: Callable[[], None]) -> None:
+    """Run a table rebuild with SQLite's foreign keys off, then check them.
+
+    With foreign keys on, dropping the old ``subscribers`` table would cascade to every
+    subscriber's history and deliveries; SQLite only switches them outside a transaction.
+    """
+    connection.exec_driver_sql("COMMIT")
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        change()
         broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
         if broken:
             raise RuntimeError(f"foreign keys broken by the subscribers rebuild: {broken[:3]}")
@@ -89,7 +98,16 @@ def _sqlite_rebuild_subscribers(connection: sa.Connection) -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("subscribers") as batch:
-        batch.drop_column("link_nonce")
+    connection = op.get_bind()
+    if connection.dialect.name == "sqlite":
+
+        def drop_nonce() -> None:
+            with op.batch_alter_table("subscribers", recreate="always") as batch:
+                batch.drop_column("link_nonce")
+
+        _without_foreign_keys(connection, drop_nonce)
+    else:
+        op.drop_column("subscribers", "link_nonce")
+    connection.exec_driver_sql("DELETE FROM bulletin_meta WHERE key = 'placeholder_salt'")
     op.drop_index("ix_staff_sessions_staff_id", table_name="staff_sessions")
     op.drop_table("staff_sessions")
