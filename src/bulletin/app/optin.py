@@ -269,7 +269,8 @@ def confirm_by_token(
             actor=ACTOR,
             language=found.language,
             interests=found.interests,
-            name=name if isinstance(name, str) else "",
+            # A request without a name keeps the stored one.
+            name=name if isinstance(name, str) else None,
         )
         subscriber.consent_source = "web"
         subscriber.consent_at = utcnow()
