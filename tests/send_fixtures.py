@@ -113,26 +113,40 @@ def ledger(engine: Engine, edition_id: int) -> dict[str, Delivery]:
         return {email: delivery for email, delivery in rows}
 
 
-def variant_body(language: str, interests: str, edition_id: int) -> tuple[str, str, str]:
-    """Subject, HTML and text of a variant, with the per-recipient placeholders."""
+# The slot marker of variants built without a database (tests of the message builder).
+TEST_MARKER = "0123456789AB"
+
+
+def slots(marker: str = TEST_MARKER) -> tuple[str, str, str]:
+    """The name, unsubscribe and preferences slots of a marker."""
+    return (
+        placeholders.slot(marker, placeholders.NAME),
+        placeholders.slot(marker, placeholders.UNSUBSCRIBE_URL),
+        placeholders.slot(marker, placeholders.PREFERENCES_URL),
+    )
+
+
+def variant_body(language: str, interests: str, edition_id: int, marker: str = TEST_MARKER) -> tuple[str, str, str]:
+    """Subject, HTML and text of a variant, with the per-recipient slots of ``marker``."""
+    name_slot, unsubscribe_slot, preferences_slot = slots(marker)
     topics = interests or "all topics"
     subject = f"[{language}] Bulletin {edition_id} — {topics} · prévention"
     html = (
-        f"<!doctype html><html lang='{language}'><body><p>Bonjour{placeholders.NAME},</p>"
+        f"<!doctype html><html lang='{language}'><body><p>Bonjour{name_slot},</p>"
         + "".join(
             f"<h2>Nouvelle {n} ({topics})</h2><p>Une initiative municipale réunit écoles, police et "
             f"associations ; résumé numéro {n} avec des accents: é à ü ñ. {'Texte long ' * 30}</p>\n"
             for n in range(8)
         )
         + f"<p>.Line starting with a dot</p>\n.\n"
-        f'<p><a href="{placeholders.UNSUBSCRIBE_URL}">Se désabonner</a> · '
-        f'<a href="{placeholders.PREFERENCES_URL}">Préférences</a></p></body></html>'
+        f'<p><a href="{unsubscribe_slot}">Se désabonner</a> · '
+        f'<a href="{preferences_slot}">Préférences</a></p></body></html>'
     )
     text = (
-        f"Bonjour{placeholders.NAME},\n\n"
+        f"Bonjour{name_slot},\n\n"
         + "".join(f"* Nouvelle {n} ({topics}) : résumé é à ü ñ.\n" for n in range(8))
         + ".leading dot line\n\n"
-        + f"Se désabonner : {placeholders.UNSUBSCRIBE_URL}\nPréférences : {placeholders.PREFERENCES_URL}\n"
+        + f"Se désabonner : {unsubscribe_slot}\nPréférences : {preferences_slot}\n"
     )
     return subject, html, text
 
@@ -166,7 +180,8 @@ def make_edition(
         session.flush()
         hashes = {}
         for language, keys in itertools.product(languages, interests):
-            subject, html, text = variant_body(language, keys, edition.id)
+            marker = placeholders.edition_marker(session, edition.id)
+            subject, html, text = variant_body(language, keys, edition.id, marker)
             digest = content_hash(subject, html, text)
             hashes[variant_key(language, keys)] = digest
             session.add(

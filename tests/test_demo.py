@@ -94,7 +94,9 @@ def test_make_demo_runs_the_whole_job_and_mails_every_sample_subscriber_what_was
         (approval,) = session.scalars(select(Approval)).all()
         variants = {(v.language, v.interests): v for v in session.scalars(select(EditionVariant))}
         people = {s.email.lower(): s for s in session.scalars(select(Subscriber))}
+        marker = placeholders.edition_marker(session, approval.edition_id)
     engine.dispose()
+    slot = placeholders.slot
     assert approval.approver == "demo" and approval.voided_at is None
     table_total = output.rsplit(f"{len(variants)} variants", 1)[1].split()
     assert table_total[:3] == [str(len(sample)), "0", str(len(sample))]
@@ -104,14 +106,14 @@ def test_make_demo_runs_the_whole_job_and_mails_every_sample_subscriber_what_was
         assert approval.variant_hashes[variant_key(variant.language, variant.interests)] == (variant.content_hash)
         assert message["Subject"] == variant.subject
         assert str(message["List-Unsubscribe"]).startswith("<http://localhost:8000/unsubscribe/")
-        unsubscribe = subscriber_url(settings, "unsubscribe", person.id, person.email)
-        preferences = subscriber_url(settings, "preferences", person.id, person.email)
+        unsubscribe = subscriber_url(settings, "unsubscribe", person.id, person.email, person.link_nonce)
+        preferences = subscriber_url(settings, "preferences", person.id, person.email, person.link_nonce)
         text = message.get_body(("plain",))
         assert text is not None
         expected = (
-            variant.text.replace(placeholders.NAME, f" {person.name}" if person.name else "")
-            .replace(placeholders.UNSUBSCRIBE_URL, unsubscribe)
-            .replace(placeholders.PREFERENCES_URL, preferences)
+            variant.text.replace(slot(marker, placeholders.NAME), f" {person.name}" if person.name else "")
+            .replace(slot(marker, placeholders.UNSUBSCRIBE_URL), unsubscribe)
+            .replace(slot(marker, placeholders.PREFERENCES_URL), preferences)
         )
         assert text.get_content().replace("\r\n", "\n") == expected
 

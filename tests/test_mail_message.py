@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from bulletin.app.links import read_token
-from bulletin.compose import placeholders
 from bulletin.config import Settings, settings_from_dict
 from bulletin.mta import mail
 
 from .conftest import SECRET
-from .send_fixtures import variant_body
+from .send_fixtures import TEST_MARKER, slots, variant_body
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -65,14 +64,14 @@ def recipient(settings: Settings, name: str | None = "Ana Pérez", email: str = 
         email=email,
         name=name,
         message_id=mail.make_message_id(settings, 7, 42),
-        unsubscribe_url=subscriber_url(settings, "unsubscribe", 42, email),
-        preferences_url=subscriber_url(settings, "preferences", 42, email),
+        unsubscribe_url=subscriber_url(settings, "unsubscribe", 42, email, "nonce42"),
+        preferences_url=subscriber_url(settings, "preferences", 42, email, "nonce42"),
     )
 
 
 def test_personalised_copy_has_every_required_header_and_no_defect(settings: Settings) -> None:
     subject, html, text = variant_body("fr", "youth", 7)
-    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text)
+    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text, marker=TEST_MARKER)
     who = recipient(settings)
     data = template.personalise(who)
     message = parse(data)
@@ -104,31 +103,32 @@ def test_personalised_copy_has_every_required_header_and_no_defect(settings: Set
 
 def test_placeholders_are_filled_escaped_in_html_and_raw_in_text(settings: Settings) -> None:
     subject, html, text = variant_body("es", "", 7)
-    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text)
+    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text, marker=TEST_MARKER)
     who = recipient(settings, name='Zoé <"Z"> & Cía')
     message = parse(template.personalise(who))
     html_body = body_of(message, "html")
     text_body = body_of(message, "plain")
 
     for body in (html_body, text_body):
-        assert not any(p in body for p in placeholders.ALL)
+        assert not any(p in body for p in slots())
     assert "Bonjour Zoé &lt;&quot;Z&quot;&gt; &amp; Cía," in html_body
     assert 'Bonjour Zoé <"Z"> & Cía,' in text_body
     assert f'href="{who.unsubscribe_url}"' in html_body
     assert f'href="{who.preferences_url}"' in html_body
     assert f"Se désabonner : {who.unsubscribe_url}\n" in text_body
     # Everything else is the variant's text, byte for byte.
+    name_slot, unsubscribe_slot, preferences_slot = slots()
     expected_text = (
-        text.replace(placeholders.NAME, ' Zoé <"Z"> & Cía')
-        .replace(placeholders.UNSUBSCRIBE_URL, who.unsubscribe_url)
-        .replace(placeholders.PREFERENCES_URL, who.preferences_url)
+        text.replace(name_slot, ' Zoé <"Z"> & Cía')
+        .replace(unsubscribe_slot, who.unsubscribe_url)
+        .replace(preferences_slot, who.preferences_url)
     )
     assert text_body == expected_text
 
 
 def test_no_name_leaves_no_gap(settings: Settings) -> None:
     subject, html, text = variant_body("en", "", 3)
-    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text)
+    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text, marker=TEST_MARKER)
     message = parse(template.personalise(recipient(settings, name=None)))
     assert message["To"] == "ana@example.net"
     assert "<p>Bonjour,</p>" in body_of(message, "html")
@@ -138,7 +138,7 @@ def test_lines_stay_short_whatever_the_values(settings: Settings) -> None:
     subject, html, text = variant_body("fr", "", 1)
     # One enormous line of HTML, as minified email HTML often is.
     html = html.replace("\n", "") + "x" * 5000
-    template = mail.VariantTemplate.build(settings, subject=subject * 3, html=html, text=text)
+    template = mail.VariantTemplate.build(settings, subject=subject * 3, html=html, text=text, marker=TEST_MARKER)
     who = recipient(settings, name="María José " * 30, email="someone.with.a.long.address@sub.example.net")
     data = template.personalise(who)
     lines = data.split(b"\r\n")
@@ -155,10 +155,11 @@ def test_lines_stay_short_whatever_the_values(settings: Settings) -> None:
 def test_personalised_copy_equals_a_full_build(settings: Settings) -> None:
     subject, html, text = variant_body("fr", "cities,youth", 9)
     who = recipient(settings)
-    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text)
+    template = mail.VariantTemplate.build(settings, subject=subject, html=html, text=text, marker=TEST_MARKER)
     fast = parse(template.personalise(who))
-    values = {placeholders.NAME: " Ana Pérez", placeholders.UNSUBSCRIBE_URL: who.unsubscribe_url}
-    values[placeholders.PREFERENCES_URL] = who.preferences_url
+    name_slot, unsubscribe_slot, preferences_slot = slots()
+    values = {name_slot: " Ana Pérez", unsubscribe_slot: who.unsubscribe_url}
+    values[preferences_slot] = who.preferences_url
     full_html, full_text = html, text
     for key, value in values.items():
         full_html = full_html.replace(key, value)
@@ -247,7 +248,9 @@ def test_dkim_signature_covers_the_required_headers_and_verifies(settings: Setti
     signer = mail.DkimSigner.from_settings(signed_settings)
     assert signer is not None
     subject, html, text = variant_body("fr", "", 1)
-    template = mail.VariantTemplate.build(signed_settings, subject=subject, html=html, text=text, signer=signer)
+    template = mail.VariantTemplate.build(
+        signed_settings, subject=subject, html=html, text=text, marker=TEST_MARKER, signer=signer
+    )
     data = template.personalise(recipient(signed_settings))
     assert data.startswith(b"DKIM-Signature:")
 

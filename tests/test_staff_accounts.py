@@ -8,7 +8,16 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
 
-from bulletin.app.staff import Forbidden, add_staff, authenticate, has_role, remove_staff, require_role
+from bulletin.app.staff import (
+    MAX_LOGIN_DELAY,
+    Forbidden,
+    add_staff,
+    authenticate,
+    has_role,
+    login_delay,
+    remove_staff,
+    require_role,
+)
 from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
@@ -50,8 +59,29 @@ def test_authenticate_checks_the_password_and_throttles(settings: Settings, engi
         with transaction(engine) as session:
             authenticate(session, settings, "marie", "wrong", ip="10.0.0.2")
     with transaction(engine) as session:
-        result = authenticate(session, settings, "marie", "a long secret phrase", ip="10.0.0.3")
-    assert result.throttled and result.member is None
+        # The address that failed is refused, even with the right password.
+        result = authenticate(session, settings, "marie", "a long secret phrase", ip="10.0.0.2")
+        assert result.throttled and result.member is None
+
+
+def test_an_attacker_slows_the_account_down_but_never_locks_its_owner_out(settings: Settings, engine: Engine) -> None:
+    """Failures from many addresses (finding 7: five wrong passwords locked the owner out for 15 minutes)."""
+    with transaction(engine) as session:
+        add_staff(session, "marie", role=StaffRole.EDITOR, password="a long secret phrase")
+    delays = []
+    for attempt in range(settings.web.login_attempts + 8):
+        with transaction(engine) as session:
+            delays.append(login_delay(session, settings, "marie"))
+            authenticate(session, settings, "marie", "wrong", ip=f"198.51.100.{attempt}")
+    assert delays[: settings.web.login_attempts] == [0.0] * settings.web.login_attempts
+    growing = delays[settings.web.login_attempts :]
+    assert growing[:3] == [1.0, 2.0, 4.0] and max(growing) == MAX_LOGIN_DELAY
+    with transaction(engine) as session:
+        result = authenticate(session, settings, "marie", "a long secret phrase", ip="192.0.2.10")
+        assert not result.throttled and result.member is not None
+    # A success clears the account's failures: no more waiting.
+    with transaction(engine) as session:
+        assert login_delay(session, settings, "marie") == 0.0
 
 
 def test_roles_are_ranked(settings: Settings, engine: Engine) -> None:

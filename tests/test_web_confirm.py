@@ -15,6 +15,7 @@ from .web_support import (
     WebEnv,
     add_subscriber_row,
     csrf_of,
+    link_nonce,
     old_confirm_token,
     subscriber_state,
     tampered,
@@ -25,7 +26,7 @@ from .web_support import (
 
 def pending(web: WebEnv, email: str = "ines@example.org", language: str = "es") -> tuple[int, str]:
     subscriber_id = add_subscriber_row(web.engine, email, status=SubscriberStatus.PENDING, language=language)
-    return subscriber_id, token_of(web.settings, "confirm", subscriber_id, email)
+    return subscriber_id, token_of(web, "confirm", subscriber_id, email)
 
 
 def test_opening_the_link_shows_a_button_and_changes_nothing(web: WebEnv) -> None:
@@ -76,7 +77,7 @@ def test_bad_links_get_a_clear_page_and_change_nothing(web: WebEnv, damage: str)
         "tampered": tampered(token),
         "truncated": token[: len(token) // 2],
         "garbage": "not-a-token",
-        "other-purpose": token_of(web.settings, "unsubscribe", subscriber_id, "ines@example.org"),
+        "other-purpose": token_of(web, "unsubscribe", subscriber_id, "ines@example.org"),
     }[damage]
     page = web.client.get(f"/confirm/{bad}", headers={"accept-language": "en"})
     assert page.status_code == 400
@@ -90,7 +91,9 @@ def test_bad_links_get_a_clear_page_and_change_nothing(web: WebEnv, damage: str)
 
 def test_expired_link_says_so_and_changes_nothing(web: WebEnv) -> None:
     subscriber_id, _ = pending(web, language="fr")
-    token = old_confirm_token(subscriber_id, "ines@example.org", age_seconds=CONFIRM_MAX_AGE + 60)
+    token = old_confirm_token(
+        subscriber_id, "ines@example.org", link_nonce(web.engine, subscriber_id), age_seconds=CONFIRM_MAX_AGE + 60
+    )
     page = web.client.get(f"/confirm/{token}")
     assert page.status_code == 410
     assert "Ce lien a expiré" in unescape(page.text)
@@ -103,13 +106,15 @@ def test_expired_link_says_so_and_changes_nothing(web: WebEnv) -> None:
 
 def test_link_a_day_before_expiry_still_works(web: WebEnv) -> None:
     subscriber_id, _ = pending(web)
-    token = old_confirm_token(subscriber_id, "ines@example.org", age_seconds=CONFIRM_MAX_AGE - 86400)
+    token = old_confirm_token(
+        subscriber_id, "ines@example.org", link_nonce(web.engine, subscriber_id), age_seconds=CONFIRM_MAX_AGE - 86400
+    )
     assert web.client.get(f"/confirm/{token}").status_code == 200
 
 
 def test_old_link_of_someone_who_left_does_not_bring_them_back(web: WebEnv) -> None:
     subscriber_id = add_subscriber_row(web.engine, "gone@example.org", status=SubscriberStatus.UNSUBSCRIBED)
-    token = token_of(web.settings, "confirm", subscriber_id, "gone@example.org")
+    token = token_of(web, "confirm", subscriber_id, "gone@example.org")
     page = web.client.get(f"/confirm/{token}")
     assert page.status_code == 200 and "Ce lien ne fonctionne plus" in page.text
     web.client.post(f"/confirm/{token}", data={"csrf_token": csrf_of(web.client.get("/subscribe").text)})

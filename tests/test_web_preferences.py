@@ -23,7 +23,7 @@ EMAIL = "maria@example.org"
 
 def preferences_path(web: WebEnv, *, status: SubscriberStatus = SubscriberStatus.ACTIVE) -> str:
     subscriber_id = add_subscriber_row(web.engine, EMAIL, status=status, language="es", interests="youth", name="María")
-    return "/preferences/" + token_of(web.settings, "preferences", subscriber_id, EMAIL)
+    return "/preferences/" + token_of(web, "preferences", subscriber_id, EMAIL)
 
 
 def test_page_shows_current_choices_in_the_subscriber_language(web: WebEnv) -> None:

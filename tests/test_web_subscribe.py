@@ -122,9 +122,18 @@ def test_active_subscriber_gets_a_manage_preferences_email_and_nothing_changes(w
 def test_unsubscribed_person_can_subscribe_again_through_a_new_confirmation(web: WebEnv) -> None:
     add_subscriber_row(web.engine, "back@example.org", status=SubscriberStatus.UNSUBSCRIBED)
     subscribe(web, "back@example.org", language="en")
+    # Nothing changes until the link is followed: the request travels in the link.
     subscriber = subscriber_state(web.engine, "back@example.org")
-    assert subscriber is not None and subscriber.status == SubscriberStatus.PENDING
-    assert "/confirm/" in received_links(web.smtp)[0]
+    assert subscriber is not None and subscriber.status == SubscriberStatus.UNSUBSCRIBED
+    assert subscriber.language == "fr"
+    link = received_links(web.smtp)[0]
+    assert "/confirm/" in link
+    path = "/confirm/" + link.rsplit("/confirm/", 1)[1]
+    page = web.client.get(path)
+    assert page.status_code == 200
+    web.client.post(path, data={"csrf_token": csrf_of(page.text)})
+    subscriber = subscriber_state(web.engine, "back@example.org")
+    assert subscriber is not None and (subscriber.status, subscriber.language) == (SubscriberStatus.ACTIVE, "en")
 
 
 def test_blocked_address_gets_the_same_page_and_no_email(web: WebEnv) -> None:

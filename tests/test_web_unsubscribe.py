@@ -25,7 +25,7 @@ EMAIL = "olu@example.org"
 
 def unsubscribe_path(web: WebEnv, status: SubscriberStatus = SubscriberStatus.ACTIVE) -> str:
     subscriber_id = add_subscriber_row(web.engine, EMAIL, status=status, language="en")
-    return "/unsubscribe/" + token_of(web.settings, "unsubscribe", subscriber_id, EMAIL)
+    return "/unsubscribe/" + token_of(web, "unsubscribe", subscriber_id, EMAIL)
 
 
 def status_of(web: WebEnv) -> SubscriberStatus:
@@ -103,7 +103,7 @@ def test_one_click_with_a_bad_token_changes_nothing(web: WebEnv, damage: str) ->
 
 def test_preferences_token_cannot_unsubscribe(web: WebEnv) -> None:
     subscriber_id = add_subscriber_row(web.engine, EMAIL)
-    token = token_of(web.settings, "preferences", subscriber_id, EMAIL)
+    token = token_of(web, "preferences", subscriber_id, EMAIL)
     response = web.client.post("/unsubscribe/" + token, data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 400
     assert status_of(web) == SubscriberStatus.ACTIVE

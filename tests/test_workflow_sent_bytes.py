@@ -22,13 +22,13 @@ from .smtp_server import RecordingSMTPServer
 from .workflow_fixtures import make_settings, seed
 
 
-def _fill(body: str, *, name: str | None, unsubscribe: str, preferences: str, as_html: bool) -> str:
-    """The approved body with one recipient's values in place of the placeholders."""
+def _fill(body: str, marker: str, *, name: str | None, unsubscribe: str, preferences: str, as_html: bool) -> str:
+    """The approved body with one recipient's values in place of the slots."""
     escape = (lambda value: html.escape(value, quote=True)) if as_html else (lambda value: value)
     return (
-        body.replace(placeholders.NAME, escape(" " + name) if name else "")
-        .replace(placeholders.UNSUBSCRIBE_URL, escape(unsubscribe))
-        .replace(placeholders.PREFERENCES_URL, escape(preferences))
+        body.replace(placeholders.slot(marker, placeholders.NAME), escape(" " + name) if name else "")
+        .replace(placeholders.slot(marker, placeholders.UNSUBSCRIBE_URL), escape(unsubscribe))
+        .replace(placeholders.slot(marker, placeholders.PREFERENCES_URL), escape(preferences))
     )
 
 
@@ -46,6 +46,7 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
             for v in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id))
         }
         people = {s.email: s for s in session.scalars(select(Subscriber))}
+        marker = placeholders.edition_marker(session, edition_id)
     # The stored rendering is the one approved: its hashes are the approval's.
     assert {key: content_hash(*parts) for key, parts in approved.items()} == approval.variant_hashes
 
@@ -66,8 +67,8 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
         assert text_part is not None and html_part is not None
         values = {
             "name": person.name,
-            "unsubscribe": subscriber_url(settings, "unsubscribe", person.id, person.email),
-            "preferences": subscriber_url(settings, "preferences", person.id, person.email),
+            "unsubscribe": subscriber_url(settings, "unsubscribe", person.id, person.email, person.link_nonce),
+            "preferences": subscriber_url(settings, "preferences", person.id, person.email, person.link_nonce),
         }
         # Text travels with CRLF line ends (MIME canonical form); stored renderings use LF.
         sent_text = text_part.get_content().replace("\r\n", "\n")
@@ -80,7 +81,7 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
         if person.name:
             assert person.name in sent_text
         # ...and apart from them, what was sent is exactly what was approved.
-        assert sent_text == _fill(approved_text, as_html=False, **values)
-        assert sent_html == _fill(approved_html, as_html=True, **values)
-        assert placeholders.NAME not in sent_html + sent_text
+        assert sent_text == _fill(approved_text, marker, as_html=False, **values)
+        assert sent_html == _fill(approved_html, marker, as_html=True, **values)
+        assert "__BULLETIN_" not in sent_html + sent_text
     engine.dispose()

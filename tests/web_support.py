@@ -69,8 +69,10 @@ def web_settings(tmp_path: Path, *, base_url: str = "http://testserver", smtp_po
     return settings_from_dict(data, tmp_path)
 
 
-def client_for(settings: Settings, engine: Engine) -> TestClient:
-    return TestClient(create_app(settings, engine), base_url=settings.web.base_url, follow_redirects=False)
+def client_for(settings: Settings, engine: Engine, address: str = "testclient") -> TestClient:
+    """A client of a new app on this database, connecting from ``address``."""
+    app = create_app(settings, engine)
+    return TestClient(app, base_url=settings.web.base_url, follow_redirects=False, client=(address, 50000))
 
 
 def csrf_of(html: str) -> str:
@@ -202,7 +204,7 @@ def received_links(server: RecordingSMTPServer, index: int = -1) -> list[str]:
     return re.findall(r"https?://\S+", body.get_content())
 
 
-def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> str:
+def old_confirm_token(subscriber_id: int, email: str, nonce: str, *, age_seconds: int) -> str:
     """A confirmation token signed ``age_seconds`` ago, with the key the tests use."""
     import os
 
@@ -215,13 +217,21 @@ def old_confirm_token(subscriber_id: int, email: str, *, age_seconds: int) -> st
             return int(time.time()) - age_seconds
 
     serializer = URLSafeTimedSerializer(os.environ["BULLETIN_SECRET_KEY"], salt="bulletin-confirm", signer=PastSigner)
-    return str(serializer.dumps([subscriber_id, email_digest(email)]))
+    return str(serializer.dumps([subscriber_id, email_digest(email), nonce]))
 
 
-def token_of(settings: Settings, purpose: str, subscriber_id: int, email: str) -> str:
+def link_nonce(engine: Engine, subscriber_id: int) -> str:
+    """The subscriber's current link nonce ("" when there is no such subscriber)."""
+    with reading(engine) as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        return subscriber.link_nonce if subscriber is not None else ""
+
+
+def token_of(web: WebEnv, purpose: str, subscriber_id: int, email: str) -> str:
     from bulletin.app.links import make_token
 
-    return make_token(settings.secret_key, purpose, subscriber_id, email)  # type: ignore[arg-type]
+    nonce = link_nonce(web.engine, subscriber_id)
+    return make_token(web.settings.secret_key, purpose, subscriber_id, email, nonce)  # type: ignore[arg-type]
 
 
 def tampered(token: str) -> str:

@@ -8,6 +8,7 @@ busy timeout) instead of failing half-way; WAL lets readers go on meanwhile.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,9 +55,17 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10000, **kwargs: Any) -> Eng
             ) from None
 
     path = make_url(url).database
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    file_path = Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+    if file_path is not None:
+        make_private_dir(file_path.parent)
     engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
+
+    @event.listens_for(engine, "do_connect")
+    def _create_private(_dialect: Any, _record: Any, _args: Any, _kwargs: Any) -> None:
+        # The database holds personal data, password hashes and salts: readable by its owner only.
+        # SQLite gives the -wal and -shm files the database file's permissions.
+        if file_path is not None and not file_path.exists():
+            os.close(os.open(file_path, os.O_WRONLY | os.O_CREAT, 0o600))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -76,6 +85,19 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10000, **kwargs: Any) -> Eng
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def make_private_dir(path: Path) -> None:
+    """Create a folder and any missing parents readable by their owner only (0700); existing ones stay as they are."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
 
 
 def engine_for(settings: Settings, **kwargs: Any) -> Engine:

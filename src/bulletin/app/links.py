@@ -1,23 +1,31 @@
 """Signed links for subscribers: unsubscribe, preferences and opt-in confirmation.
 
 Tokens are signed with ``BULLETIN_SECRET_KEY`` by itsdangerous (HMAC-SHA256, compared in
-constant time) and bound to one subscriber: the id and a digest of the address, so a token
-stops working if the address is erased and later subscribed again. Unsubscribe and
-preference tokens never expire; confirmation tokens expire after seven days.
+constant time) and bound to one subscriber: the id, a digest of the address and the
+subscriber's random link nonce. A new nonce (on erasure, on subscribing again after erasure,
+or on demand with ``bulletin subscribers rotate-links``) makes every earlier link of the person
+stop working; ids are never reused. Unsubscribe and preference tokens live until the nonce
+changes; confirmation tokens expire after seven days.
+
+A confirmation token may also carry the request it confirms (language, topics, name, and the
+address when no subscriber row exists), so that a request about an address already known
+stores nothing until the link is followed.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
 from bulletin.models import Subscriber
+from bulletin.models.base import MAX_INTEGER_ID
 
 Purpose = Literal["unsubscribe", "preferences", "confirm"]
 CONFIRM_MAX_AGE = 7 * 24 * 3600
@@ -42,6 +50,9 @@ class InvalidToken(Exception):
 class TokenSubject:
     subscriber_id: int
     email_digest: str
+    nonce: str
+    # The request a confirmation link carries, if any (see :mod:`bulletin.app.optin`).
+    request: dict[str, Any] | None = None
 
 
 def email_digest(email: str) -> str:
@@ -57,8 +68,18 @@ def _serializer(secret: str, purpose: Purpose) -> URLSafeSerializer | URLSafeTim
     return URLSafeSerializer(secret, salt=f"bulletin-{purpose}")
 
 
-def make_token(secret: str, purpose: Purpose, subscriber_id: int, email: str) -> str:
-    return str(_serializer(secret, purpose).dumps([subscriber_id, email_digest(email)]))
+def make_token(
+    secret: str,
+    purpose: Purpose,
+    subscriber_id: int,
+    email: str,
+    nonce: str,
+    request: dict[str, Any] | None = None,
+) -> str:
+    payload: list[Any] = [subscriber_id, email_digest(email), nonce]
+    if request is not None:
+        payload.append(request)
+    return str(_serializer(secret, purpose).dumps(payload))
 
 
 def read_token(secret: str, purpose: Purpose, token: str, *, max_age: int = CONFIRM_MAX_AGE) -> TokenSubject:
@@ -75,26 +96,44 @@ def read_token(secret: str, purpose: Purpose, token: str, *, max_age: int = CONF
         raise InvalidToken("invalid") from None
     if (
         not isinstance(payload, list)
-        or len(payload) != 2
+        or len(payload) not in (3, 4)
         or not isinstance(payload[0], int)
+        or isinstance(payload[0], bool)
         or not isinstance(payload[1], str)
+        or not isinstance(payload[2], str)
+        or (len(payload) == 4 and not isinstance(payload[3], dict))
     ):
         raise InvalidToken("invalid")
-    return TokenSubject(subscriber_id=payload[0], email_digest=payload[1])
+    request = payload[3] if len(payload) == 4 else None
+    return TokenSubject(subscriber_id=payload[0], email_digest=payload[1], nonce=payload[2], request=request)
 
 
-def token_matches(subject: TokenSubject, subscriber_id: int, email: str) -> bool:
-    return subject.subscriber_id == subscriber_id and subject.email_digest == email_digest(email)
+def token_matches(subject: TokenSubject, subscriber: Subscriber) -> bool:
+    """Whether a token names this subscriber as they are now (same id, address and nonce)."""
+    return (
+        subject.subscriber_id == subscriber.id
+        and hmac.compare_digest(subject.email_digest, email_digest(subscriber.email))
+        and bool(subscriber.link_nonce)
+        and hmac.compare_digest(subject.nonce, subscriber.link_nonce)
+    )
 
 
-def subscriber_url(settings: Settings, purpose: Purpose, subscriber_id: int, email: str) -> str:
+def subscriber_url(
+    settings: Settings,
+    purpose: Purpose,
+    subscriber_id: int,
+    email: str,
+    nonce: str,
+    request: dict[str, Any] | None = None,
+) -> str:
     """The absolute URL of a subscriber's signed page."""
-    token = make_token(settings.secret_key, purpose, subscriber_id, email)
+    token = make_token(settings.secret_key, purpose, subscriber_id, email, nonce, request)
     return settings.web.base_url.rstrip("/") + PATHS[purpose] + token
 
 
-# A token longer than this is not one of ours; refuse it before any work.
-MAX_TOKEN_LENGTH = 400
+# A token longer than this is not one of ours; refuse it before any work. A confirmation
+# link carrying a request (an address, a name, topics) is the longest.
+MAX_TOKEN_LENGTH = 2500
 
 
 def subscriber_for_token(session: Session, settings: Settings, purpose: Purpose, token: str) -> Subscriber:
@@ -102,7 +141,14 @@ def subscriber_for_token(session: Session, settings: Settings, purpose: Purpose,
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("invalid")
     subject = read_token(settings.secret_key, purpose, token)
-    subscriber = session.get(Subscriber, subject.subscriber_id)
-    if subscriber is None or not token_matches(subject, subscriber.id, subscriber.email):
+    subscriber = subscriber_by_id(session, subject.subscriber_id)
+    if subscriber is None or not token_matches(subject, subscriber):
         raise InvalidToken("invalid")
     return subscriber
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
+    # An id beyond the column's range names nobody, and PostgreSQL would refuse the query.
+    if not 0 < subscriber_id <= MAX_INTEGER_ID:
+        return None
+    return session.get(Subscriber, subscriber_id)

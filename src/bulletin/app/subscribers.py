@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,11 +18,15 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from bulletin.app import throttle
 from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.models import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
+from bulletin.models.subscriber import new_link_nonce
 
-MAX_NAME_LENGTH = 200
+MAX_NAME_LENGTH = 100
+# Characters that would let a display name pass for an address or markup in a header or page.
+_NAME_FORBIDDEN = set("<>@")
 SALT_KEY = "suppression_salt"
 
 
@@ -69,10 +74,19 @@ def check_interests(settings: Settings, keys: Iterable[str]) -> str:
 
 
 def clean_name(name: str | None) -> str | None:
-    """A display name on one line, without control characters, or None."""
+    """A display name as plain text on one line, or None; InvalidInput for anything else.
+
+    Runs of spaces, tabs and line breaks become one space. Refused: ``<``, ``>``, ``@`` (a
+    name must never read as an address), control and format characters (bidi overrides,
+    zero-width characters) and names over :data:`MAX_NAME_LENGTH` characters.
+    """
     if name is None:
         return None
-    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in name).split())
+    cleaned = " ".join(name.split())
+    if any(ch in _NAME_FORBIDDEN for ch in cleaned):
+        raise InvalidInput("a name must not contain <, > or @")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in cleaned):
+        raise InvalidInput("a name must not contain control or invisible characters")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise InvalidInput(f"name longer than {MAX_NAME_LENGTH} characters")
     return cleaned or None
@@ -138,6 +152,15 @@ def is_suppressed(session: Session, email: str) -> bool:
         return False
     digest = suppression_hash(salt, email)
     return session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None
+
+
+def suppression_of(session: Session, email: str) -> str | None:
+    """Which erasure of this address stands (its row and time), or None when it is not erased."""
+    salt = suppression_salt(session, create=False)
+    if salt is None:
+        return None
+    row = session.scalars(select(Suppression).where(Suppression.email_hash == suppression_hash(salt, email))).first()
+    return f"{row.id}:{row.created_at.isoformat()}" if row is not None else None
 
 
 def lift_suppression(session: Session, email: str) -> bool:
@@ -269,6 +292,15 @@ def update_subscriber(
     return changes
 
 
+def rotate_subscriber_links(session: Session, email: str) -> Subscriber:
+    """Give a subscriber new links: every unsubscribe, preferences or confirmation link sent before stops working."""
+    subscriber = get_subscriber(session, email)
+    subscriber.link_nonce = new_link_nonce()
+    subscriber.updated_at = utcnow()
+    record_event(session, subscriber, "links rotated", "cli", detail="earlier links no longer work")
+    return subscriber
+
+
 def erase_subscriber(session: Session, email: str) -> None:
     """Delete everything about a person and keep only a salted hash so imports skip the address."""
     subscriber = get_subscriber(session, email)
@@ -277,6 +309,10 @@ def erase_subscriber(session: Session, email: str) -> None:
     digest = suppression_hash(salt, subscriber.email)
     if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is None:
         session.add(Suppression(email_hash=digest, reason="erased", created_at=utcnow()))
+    # Rate-limit records of the address go too: only the salted suppression hash remains.
+    address_key = throttle.existing_rate_key(session, subscriber.email)
+    if address_key is not None:
+        throttle.clear_events(session, "optin-address", address_key)
     session.delete(subscriber)
     session.flush()
 

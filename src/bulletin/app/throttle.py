@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from bulletin.models import RateEvent, utcnow
+from bulletin.models import RateEvent, Setting, utcnow
 
 # Events older than this are deleted now and then; no window is longer.
 RETENTION = timedelta(days=2)
 
 
-def rate_key(value: str) -> str:
-    """A fixed-length key for a value (an address, a name) so the table never holds it in clear."""
-    return hashlib.sha256(value.strip().lower().encode("utf-8")).hexdigest()
+SALT_KEY = "rate_key_salt"
+
+
+def _salt(session: Session, *, create: bool = True) -> bytes | None:
+    row = session.get(Setting, SALT_KEY)
+    if row is None:
+        if not create:
+            return None
+        row = Setting(key=SALT_KEY, value=secrets.token_hex(32))
+        session.add(row)
+        session.flush()
+    return bytes.fromhex(row.value)
+
+
+def rate_key(session: Session, value: str) -> str:
+    """A fixed-length key for a value (an address, a name, an IP) so the table never holds it in clear.
+
+    Keyed with this database's secret salt: a plain digest of an address could be matched
+    against a list of addresses, so an erased address would remain recognisable.
+    """
+    salt = _salt(session)
+    assert salt is not None
+    return _keyed(salt, value)
+
+
+def existing_rate_key(session: Session, value: str) -> str | None:
+    """:func:`rate_key` for a read-only session: None while no event was ever recorded (no salt yet)."""
+    salt = _salt(session, create=False)
+    return None if salt is None else _keyed(salt, value)
+
+
+def _keyed(salt: bytes, value: str) -> str:
+    return hmac.new(salt, value.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def count_recent(session: Session, kind: str, key: str, window: timedelta, *, now: datetime | None = None) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import click
 
 from bulletin.cli import App, pass_app
@@ -38,6 +41,9 @@ def init(app: App, force: bool) -> None:
                 "(run 'bulletin init' in a writable folder, or give --config PATH)"
             ) from None
         click.echo(f"Wrote config {path}")
+    warning = writable_by_others(path)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     settings = load_settings(path)
     app.use_settings(settings)
     engine = engine_for(settings)
@@ -46,6 +52,18 @@ def init(app: App, force: bool) -> None:
     finally:
         engine.dispose()
     click.echo(f"Database ready at {settings.database_url}")
+
+
+def writable_by_others(path: Path) -> str | None:
+    """Why a config file anyone else could change is a risk, or None when only its owner can write it."""
+    mode = path.stat().st_mode
+    if not mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    who = "everyone" if mode & stat.S_IWOTH else "its group"
+    return (
+        f"{path} can be changed by {who} (mode {stat.S_IMODE(mode):o}); whoever can change it chooses the "
+        f"database, SMTP server and templates. Fix it with: chmod go-w {path}"
+    )
 
 
 @click.group()

@@ -101,22 +101,21 @@ def _test_send(app: App, edition_id: int, addresses: list[str], lang: str | None
                 f"edition {edition_id} has no variant {language}|{wanted or '(all topics)'} (it has: {known})"
             )
         people = {address: find_subscriber(session, address) for address in recipients}
+        marker = placeholders.edition_marker(session, edition_id)
     for address in recipients:
         subscriber = people[address]
         subscriber_id = subscriber.id if subscriber else 0
-        unsubscribe = links.subscriber_url(settings, "unsubscribe", subscriber_id, address)
-        values = {
-            placeholders.NAME: f" {subscriber.name}" if subscriber and subscriber.name else "",
-            placeholders.UNSUBSCRIBE_URL: unsubscribe,
-            placeholders.PREFERENCES_URL: links.subscriber_url(settings, "preferences", subscriber_id, address),
-        }
+        nonce = subscriber.link_nonce if subscriber else ""
+        unsubscribe = links.subscriber_url(settings, "unsubscribe", subscriber_id, address, nonce)
+        preferences = links.subscriber_url(settings, "preferences", subscriber_id, address, nonce)
+        values = placeholders.recipient_values(subscriber.name if subscriber else None, unsubscribe, preferences)
         message = mail.build_message(
             settings,
             to_email=address,
             to_name=subscriber.name if subscriber else None,
             subject=f"[TEST] {variant.subject}",
-            html=_fill(variant.html, values, html=True),
-            text=_fill(variant.text, values, html=False),
+            html=placeholders.fill(variant.html, marker, values, html=True),
+            text=placeholders.fill(variant.text, marker, values, html=False),
             message_id=make_msgid(idstring=f"test.{edition_id}", domain=mail.sender_domain(settings)),
             list_unsubscribe_url=unsubscribe,
             extra_headers={"X-Bulletin-Test": f"edition {edition_id}, variant {language}|{wanted}"},
@@ -126,14 +125,6 @@ def _test_send(app: App, edition_id: int, addresses: list[str], lang: str | None
         except smtp.SmtpFailure as failure:
             raise InvalidInput(f"test send to {address} failed: {failure.reply}") from None
         click.echo(f"Test copy of edition {edition_id} ({language}|{wanted or 'all topics'}) sent to {address}.")
-
-
-def _fill(body: str, values: dict[str, str], *, html: bool) -> str:
-    import html as html_lib
-
-    for placeholder, value in values.items():
-        body = body.replace(placeholder, html_lib.escape(value, quote=True) if html else value)
-    return body
 
 
 def _dry_run(app: App, edition_id: int, show_addresses: bool) -> None:

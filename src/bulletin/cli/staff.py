@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 import click
 
-from bulletin.app.staff import add_staff, find_staff, get_staff, list_staff, parse_role, remove_staff, set_password
+from bulletin.app.staff import (
+    add_staff,
+    end_sessions,
+    find_staff,
+    get_staff,
+    list_sessions,
+    list_staff,
+    parse_role,
+    remove_staff,
+    set_password,
+)
 from bulletin.cli import App, pass_app
 from bulletin.errors import Conflict
 from bulletin.models import StaffRole
@@ -100,6 +111,34 @@ def staff_remove(app: App, name: str) -> None:
     with app.transaction() as session:
         remove_staff(session, name)
     click.echo(f"Removed {name}")
+
+
+@staff.command("sessions")
+@click.option("--end", "end_name", metavar="NAME", help="End every open login of this staff member.")
+@pass_app
+def staff_sessions(app: App, end_name: str | None) -> None:
+    """List open staff logins, or end those of one member at once (a lost laptop, a shared computer).
+
+    Example:
+
+        bulletin staff sessions
+        bulletin staff sessions --end marie
+    """
+    if end_name is not None:
+        with app.transaction() as session:
+            member = get_staff(session, end_name)
+            count = end_sessions(session, member)
+            name = member.name
+        click.echo(f"Ended {count} login(s) of {name}")
+        return
+    max_age = timedelta(hours=app.settings.web.session_hours)
+    with app.reading() as session:
+        open_sessions = list_sessions(session, max_age=max_age)
+    if not open_sessions:
+        click.echo("No open staff logins.")
+    for entry in open_sessions:
+        started = entry.started.strftime("%Y-%m-%d %H:%M UTC")
+        click.echo(f"{entry.name}\t{started}\t{entry.ip or '-'}\t{entry.user_agent or '-'}")
 
 
 def register(cli: click.Group) -> None:

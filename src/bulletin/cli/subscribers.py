@@ -24,6 +24,7 @@ from bulletin.app.subscribers import (
     erase_subscriber,
     get_subscriber,
     iter_subscribers,
+    rotate_subscriber_links,
     set_status,
     subscriber_as_dict,
     subscriber_stats,
@@ -419,6 +420,24 @@ def erase(app: App, email: str, yes: bool) -> None:
     with app.transaction() as session:
         erase_subscriber(session, email)
     click.echo(f"Erased {email.strip()}; the address is now on the suppression list")
+
+
+@subscribers.command("rotate-links")
+@click.argument("email")
+@pass_app
+def rotate_links(app: App, email: str) -> None:
+    """Give a subscriber new links: every unsubscribe, preferences or confirmation link sent before stops working.
+
+    Use it when a person's links were forwarded, published or leaked. Later emails carry the new links.
+
+    Example:
+
+        bulletin subscribers rotate-links ana@example.org
+    """
+    with app.transaction() as session:
+        subscriber = rotate_subscriber_links(session, email)
+        address = subscriber.email
+    click.echo(f"New links for {address}; the earlier ones no longer work")
 
 
 def register(cli: click.Group) -> None:

@@ -22,12 +22,13 @@ from bulletin.errors import BulletinError
 )
 @click.option(
     "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
-    help="Proxies whose X-Forwarded-For is trusted for the client address (rate limits, consent records).",
+    default=None,
+    metavar="ADDRESSES",
+    help="Comma-separated addresses of the reverse proxies whose X-Forwarded-For gives the client address "
+    "(rate limits, consent records). Without it the header is ignored, so nobody can pick their own address.",
 )
 @pass_app
-def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_ips: str) -> None:
+def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_ips: str | None) -> None:
     """Serve the subscription pages and the staff pages.
 
     Put it behind an HTTPS reverse proxy and set web.base_url to the public https address;
@@ -36,10 +37,12 @@ def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_
     Example:
 
         bulletin serve --host 0.0.0.0 --port 8000 --with-scheduler
+        bulletin serve --forwarded-allow-ips 127.0.0.1   # behind a proxy on this machine
     """
     import uvicorn
 
     from bulletin.web import create_app
+    from bulletin.web.logs import log_config
 
     settings = app.settings
     settings.secret_key  # noqa: B018 - fail with one clear line before listening when the key is missing
@@ -55,10 +58,12 @@ def serve(app: App, host: str, port: int, with_scheduler: bool, forwarded_allow_
             web_app,
             host=host,
             port=port,
-            proxy_headers=True,
-            forwarded_allow_ips=forwarded_allow_ips,
+            # X-Forwarded-For is only read from the proxies named; anyone else could set it.
+            proxy_headers=bool(forwarded_allow_ips),
+            forwarded_allow_ips=forwarded_allow_ips or "",
             server_header=False,
             log_level="info",
+            log_config=log_config(),
         )
         # Bind before starting, so a busy port or a bad address is one clear line.
         listening = stack.enter_context(_listen(host, port))

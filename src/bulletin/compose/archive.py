@@ -230,19 +230,14 @@ def item_page(session: Session, settings: Settings, item_id: int) -> ItemPage:
 # The web version of a variant
 
 
-def public_fill(settings: Settings, content: str, language: str, *, html: bool) -> str:
+def public_fill(settings: Settings, content: str, marker: str, language: str, *, html: bool) -> str:
     """A variant's content with neutral text for the reader's name and no signed link.
 
     The links to unsubscribe and change preferences go to the public subscription page.
     """
     public_page = ServerLinks(settings.web.base_url).subscribe(language)
-    if html:
-        public_page = html_lib.escape(public_page, quote=True)
-    return (
-        content.replace(placeholders.NAME, "")
-        .replace(placeholders.UNSUBSCRIBE_URL, public_page)
-        .replace(placeholders.PREFERENCES_URL, public_page)
-    )
+    values = placeholders.recipient_values(None, public_page, public_page)
+    return placeholders.fill(content, marker, values, html=html)
 
 
 def web_version(session: Session, settings: Settings, edition_id: int, language: str, interests: str) -> str:
@@ -259,7 +254,8 @@ def web_version(session: Session, settings: Settings, edition_id: int, language:
     )
     if variant is None:
         raise NotFound(f"edition {edition_id} has no {language} variant for topics {keys or 'all'}")
-    return public_fill(settings, variant.html, language, html=True)
+    marker = placeholders.edition_marker(session, edition.id)
+    return public_fill(settings, variant.html, marker, language, html=True)
 
 
 # ---------------------------------------------------------------------------

@@ -20,14 +20,18 @@ INLINE_CSS = "email/inline.css"
 PREHEADER_LENGTH = 140
 
 
-def _placeholder_growth(settings: Settings) -> dict[str, int]:
-    """How many bytes each placeholder may grow by when filled for a recipient."""
-    token = make_token("x" * 32, "unsubscribe", 10**9, "someone.with.a.long.name@example.org")
+def _placeholder_growth(settings: Settings, marker: str) -> dict[str, int]:
+    """How many bytes each slot may grow by when filled for a recipient."""
+    token = make_token("x" * 32, "unsubscribe", 10**9, "someone.with.a.long.name@example.org", "n" * 16)
     url_length = len(settings.web.base_url.rstrip("/")) + len(PATHS["preferences"]) + len(token)
+    lengths = {
+        placeholders.NAME: 40,
+        placeholders.UNSUBSCRIBE_URL: url_length,
+        placeholders.PREFERENCES_URL: url_length,
+    }
     return {
-        placeholders.NAME: 40 - len(placeholders.NAME),
-        placeholders.UNSUBSCRIBE_URL: url_length - len(placeholders.UNSUBSCRIBE_URL),
-        placeholders.PREFERENCES_URL: url_length - len(placeholders.PREFERENCES_URL),
+        placeholders.slot(marker, name): length - len(placeholders.slot(marker, name))
+        for name, length in lengths.items()
     }
 
 
@@ -40,8 +44,8 @@ def _hidden(element: Any) -> bool:
     return False
 
 
-def _absolute(url: str) -> bool:
-    if url in placeholders.ALL:
+def _absolute(url: str, marker: str) -> bool:
+    if url in (placeholders.slot(marker, name) for name in placeholders.ALL):
         return True
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
@@ -49,11 +53,20 @@ def _absolute(url: str) -> bool:
     return parts.scheme == "mailto"
 
 
-def check_variant(settings: Settings, html: str, text: str, preheader: str) -> list[str]:
+def check_variant(
+    settings: Settings, html: str, text: str, preheader: str, marker: str, *, subject: str = ""
+) -> list[str]:
     """Problems that forbid sending this variant, one sentence each."""
     problems = []
+    # Only this render's own slots may be filled per recipient; any other placeholder-like word
+    # (from content, or a template written for the old fixed placeholders) is refused.
+    stray = placeholders.stray_words(subject + "\n" + html + "\n" + text, marker)
+    if stray:
+        problems.append(
+            f"the content holds the placeholder word {stray[0]}: remove it from the news item, subject or template"
+        )
     size = len(html.encode("utf-8")) + sum(
-        html.count(placeholder) * growth for placeholder, growth in _placeholder_growth(settings).items()
+        html.count(placeholder) * growth for placeholder, growth in _placeholder_growth(settings, marker).items()
     )
     budget = settings.compose.max_html_bytes
     if size > budget:
@@ -69,18 +82,17 @@ def check_variant(settings: Settings, html: str, text: str, preheader: str) -> l
     for image in root.iter("img"):
         if not (image.get("alt") or "").strip():
             problems.append(f"image without alt text: {image.get('src')}")
-        if not _absolute(image.get("src") or ""):
+        if not _absolute(image.get("src") or "", marker):
             problems.append(f"image address is not absolute: {image.get('src')!r}")
     for link in root.iter("a"):
         href = link.get("href")
-        if href is not None and not _absolute(href):
+        if href is not None and not _absolute(href, marker):
             problems.append(f"link is not absolute: {href!r}")
-    unsubscribe = [
-        a for a in root.iter("a") if a.get("href") == placeholders.UNSUBSCRIBE_URL and a.text_content().strip()
-    ]
+    unsubscribe_slot = placeholders.slot(marker, placeholders.UNSUBSCRIBE_URL)
+    unsubscribe = [a for a in root.iter("a") if a.get("href") == unsubscribe_slot and a.text_content().strip()]
     if not any(not _hidden(a) for a in unsubscribe):
         problems.append("no visible unsubscribe link in the HTML part")
-    if placeholders.UNSUBSCRIBE_URL not in text:
+    if unsubscribe_slot not in text:
         problems.append("no unsubscribe link in the text part")
     body_text = " ".join(root.text_content().split())
     organisation = settings.organisation

@@ -18,11 +18,10 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine
 
-from bulletin.app.links import PATHS
 from bulletin.compose import placeholders
 from bulletin.compose.render import RenderedVariant, shipped_templates_dir
 from bulletin.config import Settings
-from bulletin.db import reading
+from bulletin.db import make_private_dir, reading
 from bulletin.errors import BulletinError
 
 WIDTHS = (600, 375)
@@ -51,15 +50,10 @@ def variant_slug(language: str, interests: str) -> str:
     return f"{language}-{interests.replace(',', '+') if interests else 'all'}"
 
 
-def fill_placeholders(settings: Settings, content: str, *, html: bool) -> str:
-    """Fill the per-recipient placeholders with sample values for a preview."""
-    base = settings.web.base_url.rstrip("/")
-    name = " " + SAMPLE_NAME
-    return (
-        content.replace(placeholders.NAME, name)
-        .replace(placeholders.UNSUBSCRIBE_URL, base + PATHS["unsubscribe"] + "preview")
-        .replace(placeholders.PREFERENCES_URL, base + PATHS["preferences"] + "preview")
-    )
+def fill_placeholders(settings: Settings, content: str, marker: str, *, html: bool) -> str:
+    """Fill the per-recipient slots with sample values for a preview."""
+    values = placeholders.sample_values(settings.web.base_url, SAMPLE_NAME, "preview")
+    return placeholders.fill(content, marker, values, html=html)
 
 
 def preview_dir(settings: Settings, edition_id: int, out: str | None = None) -> Path:
@@ -97,22 +91,25 @@ def write_previews(
 ) -> list[PreviewFile]:
     """Write each variant's HTML and text (placeholders filled with samples) into ``folder``."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)
     except OSError as exc:
         raise BulletinError(f"cannot create the preview folder {folder}: {exc.strerror}") from None
     files = []
     for variant in variants:
         stem = variant_slug(variant.language, variant.interests)
         html_path, text_path = folder / f"{stem}.html", folder / f"{stem}.txt"
-        _write(html_path, fill_placeholders(settings, variant.html, html=True))
-        _write(text_path, fill_placeholders(settings, variant.text, html=False))
+        _write(html_path, fill_placeholders(settings, variant.html, variant.marker, html=True))
+        _write(text_path, fill_placeholders(settings, variant.text, variant.marker, html=False))
         files.append(PreviewFile(variant, html_path, text_path, counts.get((variant.language, variant.interests), 0)))
     return files
 
 
 def _write(path: Path, content: str) -> None:
+    # Previews show subscriber counts and unsent content: readable by their owner only.
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(content, encoding="utf-8")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(content)
     temporary.replace(path)
 
 

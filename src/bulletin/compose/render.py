@@ -57,10 +57,12 @@ TEXT = "email/bulletin.txt.j2"
 INLINE_CSS = "email/inline.css"
 PREHEADER_LENGTH = 140
 
-# Stand-ins for the per-variant parts of a language document, swapped for each variant's own text.
-_PREHEADER_TOKEN = "__BULLETIN_VARIANT_PREHEADER__"
-_TOPICS_TOKEN = "__BULLETIN_VARIANT_TOPICS__"
-_WEB_VERSION_TOKEN = "__BULLETIN_VARIANT_WEB_VERSION__"
+# Stand-ins for the per-variant parts of a language document, swapped for each variant's own text
+# (slots of the edition's marker, so no content can hold one).
+_PREHEADER_SLOT = "VARIANT_PREHEADER"
+_TOPICS_SLOT = "VARIANT_TOPICS"
+_SUBJECT_SLOT = "VARIANT_SUBJECT"
+_WEB_VERSION_SLOT = "VARIANT_WEB_VERSION"
 _ITEMS_START = "<!--bulletin-items-->"
 _ITEMS_END = "<!--/bulletin-items-->"
 _ITEM_RE = re.compile(r"<!--bulletin-item:(\d+)-->.*?<!--/bulletin-item-->", re.DOTALL)
@@ -88,6 +90,8 @@ class RenderedVariant:
     html_size: int
     item_count: int
     problems: list[str] = field(default_factory=list)
+    # The marker of the per-recipient slots (bulletin.compose.placeholders).
+    marker: str = ""
 
     @property
     def key(self) -> str:
@@ -192,6 +196,7 @@ def render_fingerprint(settings: Settings) -> str:
         "max_html_bytes": settings.compose.max_html_bytes,
         "excerpt_words": settings.compose.excerpt_words,
         "timezone": settings.schedule.timezone,
+        "placeholders": placeholders.SCHEME,
     }
     digest.update(json.dumps(relevant, sort_keys=True, ensure_ascii=False).encode())
     return digest.hexdigest()
@@ -317,18 +322,20 @@ def item_view(settings: Settings, story: Story, item: NewsItem, reader: str) -> 
         note = translations(reader).gettext("(in %(language)s)") % {"language": _language_name(reader, item.language)}
     image = safe_url(item.image, link)
     blocks, read_more = _excerpt_of(settings, item, link)
+    # Content never holds a slot: placeholder-like words are made inert and shown as they are.
+    text, url = placeholders.neutralise_text, placeholders.neutralise_url
     return ItemView(
         key=item.id,
         language=item.language,
-        title=item.title.strip(),
-        link=link,
-        image=image,
-        image_alt=(item.image_alt or "").strip() or item.title.strip(),
+        title=text(item.title.strip()),
+        link=url(link) if link else None,
+        image=url(image) if image else None,
+        image_alt=text((item.image_alt or "").strip() or item.title.strip()),
         date=format_date(item.published_at.astimezone(zone).date(), format="long", locale=reader),
         fallback_note=note,
-        topic_labels=labels,
-        blocks=blocks,
-        read_more=read_more,
+        topic_labels=[text(label) for label in labels],
+        blocks=placeholders.neutralise_data(blocks),
+        read_more=url(read_more) if read_more else None,
     )
 
 
@@ -446,6 +453,7 @@ class EditionRenderer:
         self.edition = edition
         self.stories = edition_stories(session, settings, edition)
         self.dirs = template_dirs(settings)
+        self.marker = placeholders.edition_marker(session, edition.id)
         self._documents: dict[str, _LanguageDocument] = {}
         self._views: dict[str, list[tuple[Story, ItemView]]] = {}
         self._inline_css: str | None = None
@@ -475,37 +483,40 @@ class EditionRenderer:
         items: Sequence[ItemView],
         preheader: str,
         topics_line: str,
-        web_version_url: str = _WEB_VERSION_TOKEN,
+        web_version_url: str | None = None,
     ) -> dict[str, Any]:
         settings = self.settings
         organisation = settings.organisation
-        website = safe_url(organisation.website) or organisation.website
+        website = placeholders.neutralise_url(safe_url(organisation.website) or organisation.website)
+        text = placeholders.neutralise_text
         return {
             "lang": language,
             "direction": _direction(language),
             "subject": self.subject(language),
             "preheader": preheader,
             "topics_line": topics_line,
-            "list_name": organisation.list_name,
+            "list_name": text(organisation.list_name),
             "organisation": {
-                "name": organisation.name,
-                "address": organisation.address,
-                "contact_email": organisation.contact_email,
+                "name": text(organisation.name),
+                "address": text(organisation.address),
+                "contact_email": text(organisation.contact_email),
                 "website": website,
                 "website_label": re.sub(r"^https?://", "", website).rstrip("/"),
             },
             "edition_date": format_date(last_day(settings, self.edition.period_end), format="long", locale=language),
-            "intro_paragraphs": intro_paragraphs((self.edition.intros or {}).get(language, "")),
+            "intro_paragraphs": [
+                text(paragraph) for paragraph in intro_paragraphs((self.edition.intros or {}).get(language, ""))
+            ],
             "items": list(items),
-            "name_placeholder": placeholders.NAME,
-            "unsubscribe_url": placeholders.UNSUBSCRIBE_URL,
-            "preferences_url": placeholders.PREFERENCES_URL,
-            "web_version_url": web_version_url,
+            "name_placeholder": placeholders.slot(self.marker, placeholders.NAME),
+            "unsubscribe_url": placeholders.slot(self.marker, placeholders.UNSUBSCRIBE_URL),
+            "preferences_url": placeholders.slot(self.marker, placeholders.PREFERENCES_URL),
+            "web_version_url": web_version_url or placeholders.slot(self.marker, _WEB_VERSION_SLOT),
             "archive_url": self.settings.web.base_url.rstrip("/") + "/archive/",
         }
 
     def subject(self, language: str) -> str:
-        return edition_subject(self.settings, self.edition, language)
+        return placeholders.neutralise_text(edition_subject(self.settings, self.edition, language))
 
     def _render_template(self, language: str, name: str, context: dict[str, Any]) -> str:
         try:
@@ -535,17 +546,27 @@ class EditionRenderer:
         items: Sequence[ItemView],
         preheader: str,
         topics_line: str,
-        web_version_url: str = _WEB_VERSION_TOKEN,
+        web_version_url: str | None = None,
     ) -> str:
         """The whole pipeline on one document (used per language, and by tests on one variant)."""
         context = self.context(language, items, preheader, topics_line, web_version_url)
+        # MJML copies mj-title into an aria-label attribute after decoding its quotes, so the
+        # subject goes in after MJML, escaped for an attribute.
+        title = placeholders.slot(self.marker, _SUBJECT_SLOT)
+        context["subject"] = title
         mjml_source = self._render_template(language, LAYOUT, context)
-        return mjml_to_email_html(mjml_source, self.inline_css())
+        html = mjml_to_email_html(mjml_source, self.inline_css())
+        return html.replace(title, html_lib.escape(self.subject(language), quote=True))
 
     def document(self, language: str) -> _LanguageDocument:
         if language not in self._documents:
             items = [view for _, view in self.views(language)]
-            html = self.html_of(language, items, _PREHEADER_TOKEN, _TOPICS_TOKEN)
+            html = self.html_of(
+                language,
+                items,
+                placeholders.slot(self.marker, _PREHEADER_SLOT),
+                placeholders.slot(self.marker, _TOPICS_SLOT),
+            )
             self._documents[language] = _split(html)
         return self._documents[language]
 
@@ -559,20 +580,20 @@ class EditionRenderer:
         interests = ",".join(sorted({key for key in interests.split(",") if key}))
         items = self.select(language, interests)
         preheader = _preheader(items)
-        topics_line = _topics_line(settings, language, interests)
+        topics_line = placeholders.neutralise_text(_topics_line(settings, language, interests))
         web_version_url = self.web_version_url(language, interests)
         html = (
             self.document(language)
             .assemble(item.key for item in items)
-            .replace(_PREHEADER_TOKEN, html_lib.escape(preheader, quote=False))
-            .replace(_TOPICS_TOKEN, html_lib.escape(topics_line, quote=False))
-            .replace(_WEB_VERSION_TOKEN, html_lib.escape(web_version_url, quote=True))
+            .replace(placeholders.slot(self.marker, _PREHEADER_SLOT), html_lib.escape(preheader, quote=False))
+            .replace(placeholders.slot(self.marker, _TOPICS_SLOT), html_lib.escape(topics_line, quote=False))
+            .replace(placeholders.slot(self.marker, _WEB_VERSION_SLOT), html_lib.escape(web_version_url, quote=True))
         )
         context = self.context(language, items, preheader, topics_line, web_version_url)
         text = self._render_template(language, TEXT, context)
         text = _tidy_text(text)
         subject = self.subject(language)
-        problems = check_variant(settings, html, text, preheader) if items else []
+        problems = check_variant(settings, html, text, preheader, self.marker, subject=subject) if items else []
         return RenderedVariant(
             language=language,
             interests=interests,
@@ -584,6 +605,7 @@ class EditionRenderer:
             html_size=len(html.encode("utf-8")),
             item_count=len(items),
             problems=problems,
+            marker=self.marker,
         )
 
 

@@ -11,7 +11,7 @@ from bulletin.models.edition import (
     EditionVariant,
 )
 from bulletin.models.news import FeedState, NewsItem, NewsStatus
-from bulletin.models.staff import Lock, RateEvent, StaffMember, StaffRole
+from bulletin.models.staff import Lock, RateEvent, StaffMember, StaffRole, StaffSession
 from bulletin.models.subscriber import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Setting",
     "StaffMember",
     "StaffRole",
+    "StaffSession",
     "Subscriber",
     "SubscriberEvent",
     "SubscriberStatus",

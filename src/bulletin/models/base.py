@@ -17,6 +17,10 @@ NAMING_CONVENTION = {
 }
 
 
+# The largest value of an Integer column on every supported database (PostgreSQL's int4).
+MAX_INTEGER_ID = 2**31 - 1
+
+
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, Index, String
+from sqlalchemy import Enum, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bulletin.models.base import Base, UTCDateTime, utcnow
@@ -30,6 +30,23 @@ class StaffMember(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class StaffSession(Base):
+    """A staff login: the cookie holds a random id whose digest is the key here.
+
+    Deleting the row ends the login at once (logout, password change, account removal,
+    ``bulletin staff sessions --end``), whatever copies of the cookie exist.
+    """
+
+    __tablename__ = "staff_sessions"
+
+    # sha256 of the id in the cookie, so a copy of the database does not open any session.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
 
 
 class RateEvent(Base):

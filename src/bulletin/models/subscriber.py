@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
 
 from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
@@ -19,6 +20,11 @@ class SubscriberStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     BLOCKED = "blocked"
+
+
+def new_link_nonce() -> str:
+    """A fresh random value that every signed link of a subscriber carries (rotated to revoke them)."""
+    return secrets.token_urlsafe(12)
 
 
 def status_enum() -> Enum:
@@ -51,6 +57,8 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     consent_ip: Mapped[str | None] = mapped_column(String(64))
     consent_user_agent: Mapped[str | None] = mapped_column(String(400))
+    # Inside every signed link; a new value makes all the subscriber's earlier links stop working.
+    link_nonce: Mapped[str] = mapped_column(String(32), default=new_link_nonce)
     # Editions in which delivery to this address failed permanently, for the bounce rule.
     hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -63,7 +71,11 @@ class Subscriber(Base):
         order_by="SubscriberEvent.id",
     )
 
-    __table_args__ = (Index("ix_subscribers_status_language_interests", "status", "language", "interests"),)
+    # AUTOINCREMENT: SQLite never hands an erased subscriber's id to someone else (PostgreSQL never does).
+    __table_args__ = (
+        Index("ix_subscribers_status_language_interests", "status", "language", "interests"),
+        {"sqlite_autoincrement": True},
+    )
 
     @property
     def interest_list(self) -> list[str]:

@@ -364,6 +364,8 @@ class Claimed:
     message_id: str
     email: str
     name: str | None
+    # The subscriber's link nonce, signed into their unsubscribe and preferences links.
+    link_nonce: str = ""
 
 
 @dataclass
@@ -420,6 +422,7 @@ def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tup
                 Subscriber.email,
                 Subscriber.name,
                 Subscriber.status,
+                Subscriber.link_nonce,
             )
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.id.in_(ids))
@@ -427,9 +430,9 @@ def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tup
         ).all()
         claimed: list[Claimed] = []
         gone: dict[str, list[int]] = {}
-        for delivery_id, subscriber_id, variant_id, message_id, email, name, status in rows:
+        for delivery_id, subscriber_id, variant_id, message_id, email, name, status, nonce in rows:
             if SubscriberStatus(status) is SubscriberStatus.ACTIVE:
-                claimed.append(Claimed(delivery_id, subscriber_id, variant_id, message_id, email, name))
+                claimed.append(Claimed(delivery_id, subscriber_id, variant_id, message_id, email, name, nonce))
             else:
                 gone.setdefault(SubscriberStatus(status).value, []).append(delivery_id)
         if claimed:

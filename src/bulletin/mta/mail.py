@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import html as html_lib
 import re
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,9 +228,6 @@ def message_bytes(settings: Settings, message: EmailMessage, signer: DkimSigner 
 # ---------------------------------------------------------------------------
 # Fast per-recipient copies of a variant
 
-_SLOT = re.compile(rb"=XSLOT(\d+)=X")
-_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in placeholders.ALL) + ")")
-
 
 @dataclass(frozen=True)
 class Recipient:
@@ -254,19 +252,20 @@ def _qp_value(value: str) -> bytes:
     return _qp(value.encode("utf-8")).replace(b"\n", b"\r\n") + b"="
 
 
-def _encode_body(body: str, slots: list[tuple[str, str]], kind: str) -> bytes:
-    """Quoted-printable body (CRLF) with each placeholder replaced by a slot marker on a line of its own.
+def _encode_body(body: str, marker: str, cut: bytes, slots: list[tuple[str, str]], kind: str) -> bytes:
+    """Quoted-printable body (CRLF) with each slot of ``marker`` replaced by a cut mark on a line of its own.
 
-    ``slots`` collects (placeholder, part kind) for each marker, numbered by position.
+    ``slots`` collects (slot name, part kind) for each cut, numbered by position. The cut marks
+    hold a random word, so no subject or header can contain one.
     """
     out: list[bytes] = []
     body = body.replace("\r\n", "\n")
     # Like the email package, end the body with a line break.
     if not body.endswith("\n"):
         body += "\n"
-    for index, piece in enumerate(_PLACEHOLDER.split(body)):
+    for index, piece in enumerate(placeholders.split(body, marker)):
         if index % 2:
-            out.append(b"=XSLOT%d=X\n" % len(slots))
+            out.append(b"=X%sS%d=X\n" % (cut, len(slots)))
             slots.append((piece, kind))
             continue
         if not piece:
@@ -307,11 +306,16 @@ class VariantTemplate:
         subject: str,
         html: str,
         text: str,
+        marker: str,
         extra_headers: Mapping[str, str] | None = None,
         signer: DkimSigner | None = None,
     ) -> VariantTemplate:
-        """Build the constant part of the message with the email package and split it at the slots."""
+        """Build the constant part of the message with the email package and split it at the slots.
+
+        ``marker`` names the edition's slots (:func:`bulletin.compose.placeholders.edition_marker`).
+        """
         slots: list[tuple[str, str]] = []
+        cut = secrets.token_hex(8).upper().encode("ascii")
         message = EmailMessage(policy=POLICY)
         message["From"] = _from_header(settings)
         if settings.sender.reply_to:
@@ -323,15 +327,16 @@ class VariantTemplate:
         message["MIME-Version"] = "1.0"
         # The email package lays out headers and MIME structure around short markers; the
         # quoted-printable bodies, encoded in one C call each, take the markers' place after.
-        bodies = [_encode_body(text, slots, "text")]
-        parts = [_text_part("=XBODY0=X\n", "plain")]
+        bodies = [_encode_body(text, marker, cut, slots, "text")]
+        body_mark = "=X" + cut.decode("ascii") + "B%d=X\n"
+        parts = [_text_part(body_mark % 0, "plain")]
         if html:
-            bodies.append(_encode_body(html, slots, "html"))
-            parts.append(_text_part("=XBODY1=X\n", "html"))
+            bodies.append(_encode_body(html, marker, cut, slots, "html"))
+            parts.append(_text_part(body_mark % 1, "html"))
         if len(parts) == 1:
             message["Content-Type"] = 'text/plain; charset="utf-8"'
             message["Content-Transfer-Encoding"] = "quoted-printable"
-            message.set_payload("=XBODY0=X\n")
+            message.set_payload(body_mark % 0)
         else:
             message["Content-Type"] = "multipart/alternative"
             for part in parts:
@@ -341,8 +346,11 @@ class VariantTemplate:
             message.set_boundary(f"=_bulletin_{digest}")
         data = message.as_bytes(policy=POLICY)
         for number, body in enumerate(bodies):
-            data = data.replace(b"=XBODY%d=X\r\n" % number, body, 1)
-        pieces = _SLOT.split(data)
+            data = data.replace((body_mark % number).encode("ascii").replace(b"\n", b"\r\n"), body, 1)
+        if (placeholders.UNSUBSCRIBE_URL, "text") not in slots:
+            # Sent like this, no copy would carry its reader's unsubscribe link.
+            raise BulletinError("the variant has no unsubscribe slot of its edition: render the edition again")
+        pieces = re.compile(rb"=X" + cut + rb"S(\d+)=X").split(data)
         return cls(
             stuffed_segments=[dot_stuff(segment) for segment in pieces[0::2]],
             slots=slots,
@@ -406,13 +414,9 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 def _slot_values(recipient: Recipient) -> dict[tuple[str, str], bytes]:
-    name = f" {recipient.name}" if recipient.name else ""
     values: dict[tuple[str, str], bytes] = {}
-    for placeholder, raw in (
-        (placeholders.NAME, name),
-        (placeholders.UNSUBSCRIBE_URL, recipient.unsubscribe_url),
-        (placeholders.PREFERENCES_URL, recipient.preferences_url),
-    ):
+    filled = placeholders.recipient_values(recipient.name, recipient.unsubscribe_url, recipient.preferences_url)
+    for placeholder, raw in filled.items():
         text_value = _qp_value(raw)
         html_value = _qp_value(html_lib.escape(raw, quote=True))
         # A value starts a line of its own, so its first dot is a line's first dot too.

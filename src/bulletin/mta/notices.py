@@ -14,8 +14,8 @@ from pathlib import Path
 
 import jinja2
 
-from bulletin.app.links import CONFIRM_MAX_AGE, subscriber_url
-from bulletin.app.optin import OptinEmail
+from bulletin.app.links import CONFIRM_MAX_AGE
+from bulletin.app.optin import OptinEmail, optin_url
 from bulletin.config import Settings
 from bulletin.i18n import page_text
 from bulletin.mta.mail import build_message
@@ -41,10 +41,10 @@ def build_optin_message(settings: Settings, plan: OptinEmail) -> EmailMessage:
     text = page_text(plan.language)
     list_name = settings.organisation.list_name
     if plan.kind == "confirm":
-        url = subscriber_url(settings, "confirm", plan.subscriber_id, plan.email)
+        url = optin_url(settings, plan)
         subject = text.plain("Please confirm your subscription to %(list)s", list=list_name)
     else:
-        url = subscriber_url(settings, "preferences", plan.subscriber_id, plan.email)
+        url = optin_url(settings, plan)
         subject = text.plain("You are already subscribed to %(list)s", list=list_name)
     env = _email_environment()
     values = {

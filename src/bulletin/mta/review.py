@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bulletin.compose import placeholders
 from bulletin.compose.render import render_edition
 from bulletin.compose.variants import variant_key
 from bulletin.config import Settings
@@ -57,21 +58,12 @@ class _TestCopy:
     subject: str
     html: str
     text: str
+    marker: str
 
 
-def _fill_for_review(settings: Settings, body: str) -> str:
-    from bulletin.app.links import PATHS
-    from bulletin.compose import placeholders
-
-    base = settings.web.base_url.rstrip("/")
-    values = {
-        placeholders.NAME: "",
-        placeholders.UNSUBSCRIBE_URL: base + PATHS["unsubscribe"] + "test-send",
-        placeholders.PREFERENCES_URL: base + PATHS["preferences"] + "test-send",
-    }
-    for placeholder, value in values.items():
-        body = body.replace(placeholder, value)
-    return body
+def _fill_for_review(settings: Settings, body: str, marker: str, *, html: bool) -> str:
+    values = placeholders.sample_values(settings.web.base_url, None, "test-send")
+    return placeholders.fill(body, marker, values, html=html)
 
 
 _BODY_TAG = re.compile(r"<body[^>]*>", re.IGNORECASE)
@@ -131,7 +123,8 @@ def send_review(
         chosen = select_variants(list(edition.variants), variants or [])
         if not chosen:
             raise Conflict(f"edition {edition.id} has no variant to review: there are no active subscribers")
-        copies = [_TestCopy(variant_key(v.language, v.interests), v.subject, v.html, v.text) for v in chosen]
+        marker = placeholders.edition_marker(session, edition.id)
+        copies = [_TestCopy(variant_key(v.language, v.interests), v.subject, v.html, v.text, marker) for v in chosen]
         if edition.status is S.DRAFT:
             transition(session, edition, S.REVIEW, actor, f"sent to {len(addresses)} reviewer(s)")
     preview_index = preview_link(engine, settings, edition_id)
@@ -150,8 +143,8 @@ def send_review(
                     to_email=address,
                     to_name=None,
                     subject=f"[Test {copy.key}] {copy.subject}",
-                    html=_fill_for_review(settings, html),
-                    text=_fill_for_review(settings, text),
+                    html=_fill_for_review(settings, html, copy.marker, html=True),
+                    text=_fill_for_review(settings, text, copy.marker, html=False),
                     message_id=make_msgid(idstring=f"review.{edition_id}", domain=domain),
                     list_unsubscribe_url=None,
                     extra_headers={"X-Bulletin-Variant": copy.key, "X-Bulletin-Preview": preview_index},

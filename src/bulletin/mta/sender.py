@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from bulletin.app import links
 from bulletin.app.workflow import finish_sending, get_edition
+from bulletin.compose import placeholders
 from bulletin.compose.approval import refresh_approval, start_sending
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, reading, transaction
@@ -305,6 +306,7 @@ class _Templates:
                 subject=variant.subject,
                 html=variant.html,
                 text=variant.text,
+                marker=placeholders.edition_marker(session, variant.edition_id),
                 extra_headers={"Feedback-ID": self._feedback_id(variant.language)},
                 signer=self.signer,
             )
@@ -373,9 +375,9 @@ class _Connections:
                         name=item.name,
                         message_id=item.message_id,
                         unsubscribe_url=unsubscribe
-                        + links.make_token(secret, "unsubscribe", item.subscriber_id, item.email),
+                        + links.make_token(secret, "unsubscribe", item.subscriber_id, item.email, item.link_nonce),
                         preferences_url=preferences
-                        + links.make_token(secret, "preferences", item.subscriber_id, item.email),
+                        + links.make_token(secret, "preferences", item.subscriber_id, item.email, item.link_nonce),
                     )
                 )
             except Exception as exc:  # reported by the connection that takes it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from bulletin.errors import NotFound
 from bulletin.models import NewsItem, NewsStatus
+from bulletin.news.neutral import neutralise_data, neutralise_text, neutralise_url
 
 Outcome = Literal["added", "updated", "unchanged", "duplicate"]
 
@@ -86,12 +88,26 @@ def source_hash(fields: ItemFields) -> str:
     return _digest(values)
 
 
+def neutralised(fields: ItemFields) -> ItemFields:
+    """The fields with any placeholder word made inert (shown the same, never filled per recipient)."""
+    return dataclasses.replace(
+        fields,
+        title=neutralise_text(fields.title),
+        summary=neutralise_text(fields.summary),
+        body=neutralise_data(fields.body),
+        link=neutralise_url(fields.link) if fields.link else fields.link,
+        image=neutralise_url(fields.image) if fields.image else fields.image,
+        image_alt=neutralise_text(fields.image_alt) if fields.image_alt else fields.image_alt,
+    )
+
+
 def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem]:
     """Add the item, or update it in place when its source changed; unchanged sources change nothing.
 
     A changed item gets ``changed=True`` and a new ``content_hash``. Fields staff set by hand
     (language, topics, and those named in ``overrides``) are kept.
     """
+    fields = neutralised(fields)
     new_source_hash = source_hash(fields)
     item = session.scalar(
         select(NewsItem).where(NewsItem.source_kind == fields.source_kind, NewsItem.source_id == fields.source_id)

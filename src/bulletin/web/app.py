@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -25,6 +26,7 @@ from bulletin.db import engine_for
 from bulletin.errors import BulletinError, Conflict, NotFound
 from bulletin.web.headers import SecurityHeadersMiddleware
 from bulletin.web.language import N_
+from bulletin.web.logs import redact_path
 from bulletin.web.pages import make_environment, page_language, render
 from bulletin.web.views import archive, confirm, editions, preferences, progress, staff_login, subscribe, unsubscribe
 from bulletin.web.views import edition as edition_view
@@ -119,7 +121,7 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    log.error("error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     return _error_page(
         request, 500, N_("Something went wrong"), N_("The page could not be shown. Please try again in a moment.")
     )
@@ -162,4 +164,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     app.state.settings = settings
     app.state.engine = database
     app.state.jinja = make_environment(settings.schedule.timezone)
+    # How a slowed-down login waits; tests put a recorder here instead of waiting.
+    app.state.sleep = asyncio.sleep
     return app

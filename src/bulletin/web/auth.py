@@ -1,19 +1,35 @@
-"""Staff logins kept in the signed session cookie, checked against the database on every request."""
+"""Staff logins: a random session id in the signed cookie, checked against ``staff_sessions`` on every request.
+
+Ending the row (logout, password change, account removal, ``bulletin staff sessions --end``)
+ends the login at once, even for a copy of the cookie taken earlier.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import quote
 
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bulletin.app.staff import ROLE_RANK, session_stamp
+from bulletin.app.staff import ROLE_RANK, end_session, session_member, start_session
 from bulletin.models import StaffMember, StaffRole
-from bulletin.web.pages import CSRF_FIELD, csrf_token, csrf_valid, read, render, settings_of
+from bulletin.models.base import MAX_INTEGER_ID
+from bulletin.web.pages import (
+    CSRF_FIELD,
+    client_ip,
+    csrf_token,
+    csrf_valid,
+    read,
+    render,
+    settings_of,
+    user_agent,
+    write,
+)
 
 SESSION_KEY = "staff"
 
@@ -31,40 +47,45 @@ class StaffUser:
         return ROLE_RANK[self.role] >= ROLE_RANK[StaffRole(role)]
 
 
-def log_in(request: Request, member: StaffMember) -> None:
+async def log_in(request: Request, member: StaffMember) -> None:
     """Start a fresh session (a new CSRF token too), so a cookie planted before login is useless."""
+    ip, agent = client_ip(request), user_agent(request)
+    max_age = timedelta(hours=settings_of(request).web.session_hours)
+    session_id = await write(
+        request, lambda session: start_session(session, member, ip=ip, user_agent=agent, max_age=max_age)
+    )
     request.session.clear()
-    request.session[SESSION_KEY] = {"id": member.id, "stamp": session_stamp(member), "at": int(time.time())}
+    request.session[SESSION_KEY] = {"sid": session_id}
     csrf_token(request)
 
 
-def log_out(request: Request) -> None:
+async def log_out(request: Request) -> None:
+    """End the login on the server, then forget the cookie's contents."""
+    data = request.session.get(SESSION_KEY)
+    session_id = data.get("sid") if isinstance(data, dict) else None
+    if isinstance(session_id, str):
+        await write(request, lambda session: end_session(session, session_id))
     language = request.session.get("lang")
     request.session.clear()
     if language:
         request.session["lang"] = language
 
 
-def _member_of(session: Session, data: dict[str, object]) -> StaffUser | None:
-    member_id = data.get("id")
-    if not isinstance(member_id, int):
-        return None
-    member = session.get(StaffMember, member_id)
-    if member is None or data.get("stamp") != session_stamp(member):
-        return None
-    return StaffUser(id=member.id, name=member.name, role=member.role, email=member.email)
-
-
 async def current_staff(request: Request) -> StaffUser | None:
-    """The staff member of this session, if the login is still valid (account kept, password unchanged)."""
+    """The staff member of this session, while the login is open on the server and not expired."""
     data = request.session.get(SESSION_KEY)
-    if not isinstance(data, dict):
+    session_id = data.get("sid") if isinstance(data, dict) else None
+    if not isinstance(session_id, str):
         return None
-    started = data.get("at")
-    max_age = settings_of(request).web.session_hours * 3600
-    if not isinstance(started, int) or time.time() - started > max_age:
-        return None
-    return await read(request, lambda session: _member_of(session, data))
+    max_age = timedelta(hours=settings_of(request).web.session_hours)
+
+    def work(session: Session) -> StaffUser | None:
+        member = session_member(session, session_id, max_age)
+        if member is None:
+            return None
+        return StaffUser(id=member.id, name=member.name, role=member.role, email=member.email)
+
+    return await read(request, work)
 
 
 def login_redirect(request: Request) -> RedirectResponse:
@@ -95,6 +116,9 @@ def staff_view(
 
     def decorate(handler: StaffHandler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            # An id no row can have is simply not found (the database would refuse the query).
+            if any(isinstance(value, int) and value > MAX_INTEGER_ID for value in request.path_params.values()):
+                raise HTTPException(404)
             user = await current_staff(request)
             if user is None:
                 if request.method in ("GET", "HEAD"):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
+from starlette.routing import NoMatchFound, Route
 
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
@@ -125,9 +126,24 @@ def pop_flashes(request: Request) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 
 
+def page_path(request: Request) -> str:
+    """This page's path rebuilt from its route, or ``/`` when no route matched (a 404).
+
+    Never the raw request path: ``GET //evil.example/x`` must not produce a link to another site.
+    """
+    route = request.scope.get("route")
+    if isinstance(route, Route) and route.name:
+        try:
+            return str(route.url_path_for(route.name, **request.path_params))
+        except (NoMatchFound, AssertionError, ValueError):
+            return "/"
+    return "/"
+
+
 def language_links(request: Request, settings: Settings, current: str) -> list[dict[str, Any]]:
     """The language switcher: links to this page in every language."""
     links = []
+    path = page_path(request)
     for code in settings.languages:
         query = {key: value for key, value in request.query_params.items() if key != "lang"}
         query["lang"] = code
@@ -135,7 +151,7 @@ def language_links(request: Request, settings: Settings, current: str) -> list[d
             {
                 "code": code,
                 "name": language_name(code),
-                "url": request.url.path + "?" + urlencode(query),
+                "url": path + "?" + urlencode(query),
                 "current": code == current,
             }
         )

@@ -6,19 +6,62 @@ filter that opens every link in a message cannot subscribe someone who never ask
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bulletin.app.links import InvalidToken
-from bulletin.app.optin import confirm_by_token
-from bulletin.web.pages import client_ip, page_language, render, settings_of, user_agent, write
-from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
+from bulletin.app.optin import Confirmation, confirm_by_token, read_confirmation
+from bulletin.models import SubscriberStatus
+from bulletin.web.pages import (
+    CSRF_FIELD,
+    client_ip,
+    csrf_valid,
+    page_language,
+    read,
+    render,
+    settings_of,
+    user_agent,
+    write,
+)
+from bulletin.web.views.links import LinkedSubscriber, describe, link_error
+
+
+def _shown(request: Request, found: Confirmation) -> LinkedSubscriber:
+    """The page's view of a confirmation: waiting ones show as pending, whatever is stored."""
+    if found.subscriber is None:
+        return LinkedSubscriber(
+            id=0,
+            email=found.email,
+            name=None,
+            language=found.language,
+            interests=found.interests,
+            status=SubscriberStatus.PENDING,
+            preferences_url="",
+            unsubscribe_url="",
+        )
+    shown = describe(request, found.subscriber)
+    if found.waiting:
+        shown = dataclasses.replace(
+            shown, status=SubscriberStatus.PENDING, language=found.language, interests=found.interests
+        )
+    return shown
+
+
+async def _load(request: Request) -> LinkedSubscriber | InvalidToken:
+    token = str(request.path_params.get("token", ""))
+    settings = settings_of(request)
+    try:
+        return await read(request, lambda session: _shown(request, read_confirmation(session, settings, token)))
+    except InvalidToken as exc:
+        return exc
 
 
 async def confirm_page(request: Request) -> Response:
     """GET /confirm/{token}."""
-    found = await load(request, "confirm")
+    found = await _load(request)
     if isinstance(found, InvalidToken):
         return link_error(request, found, "confirm")
     text = page_language(request, found.language)
@@ -28,19 +71,25 @@ async def confirm_page(request: Request) -> Response:
 async def confirm_submit(request: Request) -> Response:
     """POST /confirm/{token}: activate and record the consent (time, IP address, browser)."""
     token = str(request.path_params["token"])
-    posted = await load_posted(request, "confirm")
-    if isinstance(posted, Response):
-        return posted
-    text = posted.text
+    form = await request.form()
+    found = await _load(request)
+    if isinstance(found, InvalidToken):
+        return link_error(request, found, "confirm")
+    text = page_language(request, found.language)
+    if not csrf_valid(request, form.get(CSRF_FIELD)):
+        return render(request, "form_expired.html", {}, text=text, status_code=403)
     ip = client_ip(request)
     agent = user_agent(request)
 
-    def work(session: Session) -> tuple[LinkedSubscriber, bool]:
-        subscriber, changed = confirm_by_token(session, settings_of(request), token, ip=ip, user_agent=agent)
-        return describe(request, subscriber), changed
+    def work(session: Session) -> LinkedSubscriber:
+        settings = settings_of(request)
+        subscriber, _changed = confirm_by_token(session, settings, token, ip=ip, user_agent=agent)
+        if subscriber is None:
+            return _shown(request, read_confirmation(session, settings, token))
+        return describe(request, subscriber)
 
     try:
-        subscriber, _changed = await write(request, work)
+        subscriber = await write(request, work)
     except InvalidToken as exc:
         return link_error(request, exc, "confirm", text)
     return render(request, "confirm.html", {"subscriber": subscriber, "done": True}, text=text)

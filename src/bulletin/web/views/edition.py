@@ -7,7 +7,6 @@ here, on the server, whatever buttons the page showed.
 
 from __future__ import annotations
 
-import html as html_lib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +30,7 @@ from bulletin.models import (
     EditionVariant,
     StaffRole,
 )
+from bulletin.models.base import MAX_INTEGER_ID
 from bulletin.web.auth import StaffUser, forbidden, staff_view
 from bulletin.web.headers import EMAIL_FRAME_POLICY, PREVIEW_GRID_POLICY
 from bulletin.web.language import language_name
@@ -245,20 +245,13 @@ async def edition_page(request: Request, user: StaffUser) -> Response:
     )
 
 
-def fill_placeholders(content: str, *, name: str | None, base_url: str, as_html: bool) -> str:
-    """A variant with sample values in place of the per-recipient placeholders, for previews and tests.
+def fill_placeholders(content: str, marker: str, *, name: str | None, base_url: str, as_html: bool) -> str:
+    """A variant with sample values in its per-recipient slots, for previews and tests.
 
     The links lead to a page that says they are samples; they never act on a real subscriber.
     """
-    base = base_url.rstrip("/")
-    values = {
-        placeholders.NAME: f" {name}" if name else "",
-        placeholders.UNSUBSCRIBE_URL: f"{base}/unsubscribe/sample-link-of-a-preview",
-        placeholders.PREFERENCES_URL: f"{base}/preferences/sample-link-of-a-preview",
-    }
-    for placeholder, value in values.items():
-        content = content.replace(placeholder, html_lib.escape(value, quote=True) if as_html else value)
-    return content
+    values = placeholders.sample_values(base_url, name, "sample-link-of-a-preview")
+    return placeholders.fill(content, marker, values, html=as_html)
 
 
 @staff_view()
@@ -271,17 +264,19 @@ async def variant_frame(request: Request, user: StaffUser) -> Response:
     if part not in ("html", "text"):
         raise NotFound("no such part of a variant (html or text)")
 
-    def work(session: Session) -> tuple[str, str]:
+    def work(session: Session) -> tuple[str, str, str]:
         variant = session.get(EditionVariant, variant_id)
         if variant is None or variant.edition_id != edition_id:
             raise NotFound(f"edition {edition_id} has no variant {variant_id}")
-        return variant.html, variant.text
+        return variant.html, variant.text, placeholders.edition_marker(session, edition_id)
 
-    html, text = await read(request, work)
+    html, text, marker = await read(request, work)
     if part == "text":
-        return PlainTextResponse(fill_placeholders(text, name=None, base_url=settings.web.base_url, as_html=False))
+        return PlainTextResponse(
+            fill_placeholders(text, marker, name=None, base_url=settings.web.base_url, as_html=False)
+        )
     return Response(
-        fill_placeholders(html, name=None, base_url=settings.web.base_url, as_html=True),
+        fill_placeholders(html, marker, name=None, base_url=settings.web.base_url, as_html=True),
         media_type="text/html",
         headers={"Content-Security-Policy": EMAIL_FRAME_POLICY, "X-Frame-Options": "SAMEORIGIN"},
     )
@@ -431,13 +426,14 @@ async def test_send(request: Request, user: StaffUser) -> Response:
         )
         return _back(edition_id)
 
-    def work(session: Session) -> list[tuple[str, str, str]]:
+    def work(session: Session) -> list[tuple[str, str, str, str]]:
         query = select(EditionVariant).where(EditionVariant.edition_id == edition_id).order_by(EditionVariant.id)
         if choice != "all":
-            if not choice.isdigit():
+            if not choice.isdigit() or int(choice) > MAX_INTEGER_ID:
                 raise NotFound("no such variant")
             query = query.where(EditionVariant.id == int(choice))
-        return [(v.subject, v.html, v.text) for v in session.scalars(query)]
+        marker = placeholders.edition_marker(session, edition_id)
+        return [(v.subject, v.html, v.text, marker) for v in session.scalars(query)]
 
     variants = await read(request, work)
     if not variants:
@@ -462,21 +458,21 @@ async def test_send(request: Request, user: StaffUser) -> Response:
     return _back(edition_id)
 
 
-def send_tests(settings: Settings, email: str, name: str, variants: list[tuple[str, str, str]]) -> None:
+def send_tests(settings: Settings, email: str, name: str, variants: list[tuple[str, str, str, str]]) -> None:
     """Mail each variant to one staff member, marked as a test, with sample personal links."""
     from email.utils import make_msgid
 
     from bulletin.mta.mail import build_message, sender_domain
     from bulletin.mta.smtp import send_one
 
-    for subject, html, text in variants:
+    for subject, html, text, marker in variants:
         message = build_message(
             settings,
             to_email=email,
             to_name=name,
             subject=TEST_SUBJECT_PREFIX + subject,
-            html=fill_placeholders(html, name=name, base_url=settings.web.base_url, as_html=True),
-            text=fill_placeholders(text, name=name, base_url=settings.web.base_url, as_html=False),
+            html=fill_placeholders(html, marker, name=name, base_url=settings.web.base_url, as_html=True),
+            text=fill_placeholders(text, marker, name=name, base_url=settings.web.base_url, as_html=False),
             message_id=make_msgid(idstring="test", domain=sender_domain(settings)),
             list_unsubscribe_url=None,
             extra_headers={"Auto-Submitted": "auto-generated"},

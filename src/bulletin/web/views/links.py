@@ -39,8 +39,12 @@ def describe(request: Request, subscriber: Subscriber) -> LinkedSubscriber:
         language=subscriber.language,
         interests=subscriber.interest_list,
         status=subscriber.status,
-        preferences_url=local_path(subscriber_url(settings, "preferences", subscriber.id, subscriber.email)),
-        unsubscribe_url=local_path(subscriber_url(settings, "unsubscribe", subscriber.id, subscriber.email)),
+        preferences_url=local_path(
+            subscriber_url(settings, "preferences", subscriber.id, subscriber.email, subscriber.link_nonce)
+        ),
+        unsubscribe_url=local_path(
+            subscriber_url(settings, "unsubscribe", subscriber.id, subscriber.email, subscriber.link_nonce)
+        ),
     )
 
 

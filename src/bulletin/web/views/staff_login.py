@@ -6,9 +6,9 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bulletin.app.staff import LoginResult, authenticate
+from bulletin.app.staff import LoginResult, authenticate, login_delay
 from bulletin.web.auth import current_staff, log_in, log_out, safe_next
-from bulletin.web.pages import CSRF_FIELD, client_ip, csrf_valid, page_language, render, settings_of, write
+from bulletin.web.pages import CSRF_FIELD, client_ip, csrf_valid, page_language, read, render, settings_of, write
 
 
 async def login_page(request: Request) -> Response:
@@ -31,6 +31,10 @@ async def login_submit(request: Request) -> Response:
         return render(request, "staff/login.html", {"next": next_page, "error": error, "name": name}, status_code=403)
     settings = settings_of(request)
     ip = client_ip(request)
+    # A much-attacked account answers slowly rather than not at all, so its owner still gets in.
+    delay = await read(request, lambda session: login_delay(session, settings, name))
+    if delay:
+        await request.app.state.sleep(delay)
 
     def work(session: Session) -> LoginResult:
         return authenticate(session, settings, name, password, ip=ip)
@@ -48,7 +52,7 @@ async def login_submit(request: Request) -> Response:
     if result.member is None:
         error = text.plain("Wrong name or password.")
         return render(request, "staff/login.html", {"next": next_page, "error": error, "name": name}, status_code=401)
-    log_in(request, result.member)
+    await log_in(request, result.member)
     return RedirectResponse(next_page, status_code=303)
 
 
@@ -56,5 +60,5 @@ async def logout(request: Request) -> Response:
     """POST /staff/logout (a GET cannot log anyone out)."""
     form = await request.form()
     if csrf_valid(request, form.get(CSRF_FIELD)):
-        log_out(request)
+        await log_out(request)
     return RedirectResponse("/staff/login", status_code=303)

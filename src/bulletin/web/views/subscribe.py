@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from bulletin.app.optin import OptinEmail, RateLimited, request_subscription
-from bulletin.app.subscribers import normalize_email
+from bulletin.app.subscribers import clean_name, normalize_email
 from bulletin.errors import InvalidInput
 from bulletin.i18n import PageText
 from bulletin.mta.notices import send_optin_email
@@ -69,7 +69,7 @@ def _values(form: FormData, text: PageText) -> dict[str, Any]:
 
     return {
         "email": field("email").strip()[:320],
-        "name": field("name").strip()[:200],
+        "name": field("name").strip()[:400],
         "language": field("language") or text.language,
         "interests": [value for value in form.getlist("interests") if isinstance(value, str)],
     }
@@ -82,6 +82,10 @@ def _check(request: Request, text: PageText, values: dict[str, Any]) -> dict[str
         normalize_email(values["email"])
     except InvalidInput:
         errors["email"] = text.plain("Enter a valid email address, like name@example.org.")
+    try:
+        clean_name(values["name"])
+    except InvalidInput:
+        errors["name"] = text.plain("Write your name as plain text, without <, > or @, in at most 100 characters.")
     if values["language"] not in settings.languages:
         errors["language"] = text.plain("Choose one of the languages offered.")
     if any(key not in settings.interest_keys for key in values["interests"]):
