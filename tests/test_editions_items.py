@@ -106,7 +106,7 @@ def test_item_changes_refused_with_a_clear_reason(engine: Engine, settings: Sett
         (lambda s: move_item(s, edition_id, 99999, 1), NotFound, "news item 99999 is not in edition"),
         (lambda s: include_item(s, edition_id, any_item), Conflict, "already in edition"),
         (lambda s: include_item(s, edition_id, 99999), NotFound, "no news item with id 99999"),
-        (lambda s: move_item(s, 424242, any_item, 1), NotFound, "no edition with id 424242"),
+        (lambda s: move_item(s, 424242, any_item, 1), NotFound, "no edition 424242"),
     ]
     for action, error, message in cases:
         with transaction(engine) as session, pytest.raises(error, match=message):

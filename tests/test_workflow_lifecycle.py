@@ -52,7 +52,7 @@ def _approve(engine: Engine, settings: Settings, edition_id: int, approver: str 
     with transaction(engine) as session:
         if workflow.get_edition(session, edition_id).status is S.DRAFT:
             workflow.submit(session, edition_id, "marie")
-        return approve(session, settings, edition_id, approver)
+    return approve(engine, settings, edition_id, approver)
 
 
 def _deliveries(engine: Engine, edition_id: int) -> int:
@@ -100,18 +100,17 @@ def test_approval_is_refused_before_review_and_needs_distinct_approvers(
     settings = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
     engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
-    with transaction(engine) as session, pytest.raises(Conflict, match="submit it for review first"):
-        approve(session, settings, edition_id, "ana")
+    with pytest.raises(Conflict, match="submit it for review first"):
+        approve(engine, settings, edition_id, "ana")
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        approve(session, settings, edition_id, "ana")
+    approve(engine, settings, edition_id, "ana")
     assert _status(engine, edition_id) is S.REVIEW
-    with transaction(engine) as session, pytest.raises(Conflict, match="ANA has already approved"):
-        approve(session, settings, edition_id, "ANA")
+    with pytest.raises(Conflict, match="ANA has already approved"):
+        approve(engine, settings, edition_id, "ANA")
     with transaction(engine) as session, pytest.raises(Conflict, match="1 of the 2 approvals"):
         check_approval(session, settings, workflow.get_edition(session, edition_id))
-    with transaction(engine) as session:
-        approve(session, settings, edition_id, "ben")
+    approve(engine, settings, edition_id, "ben")
     assert _status(engine, edition_id) is S.APPROVED
     with transaction(engine) as session:
         approvals = workflow.valid_approvals(session, edition_id)
@@ -131,8 +130,8 @@ def test_approval_is_refused_while_a_variant_breaks_the_checks(
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-    with transaction(engine) as session, pytest.raises(Conflict, match=r"cannot be approved: fr\|"):
-        approve(session, settings, edition_id, "ana")
+    with pytest.raises(Conflict, match=r"cannot be approved: fr\|"):
+        approve(engine, settings, edition_id, "ana")
     assert _status(engine, edition_id) is S.REVIEW
     with transaction(engine) as session:
         assert workflow.approvals_of(session, edition_id) == []
@@ -177,7 +176,7 @@ def test_illegal_moves_are_refused_and_change_nothing(
         "submit": lambda s: workflow.submit(s, edition_id, "x"),
         "pause": lambda s: workflow.pause(s, edition_id, "x"),
         "resume": lambda s: workflow.resume(s, edition_id, "x"),
-        "approve": lambda s: approve(s, settings, edition_id, "zoe"),
+        "approve": lambda s: approve(engine, settings, edition_id, "zoe"),
         "cancel": lambda s: workflow.cancel(s, edition_id, "x"),
     }
     with pytest.raises(Conflict) as refused, transaction(engine) as session:
@@ -300,8 +299,7 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
     assert history(engine, edition_id)[-1][:2] == ("scheduled", "review")
 
     # Approved again, it goes out with the new content.
-    with transaction(engine) as session:
-        approve(session, used, edition_id, "ben")
+    approve(engine, used, edition_id, "ben")
     assert send_edition(engine, used, edition_id, actor="test", worker="test").status is S.SENT
 
 
@@ -333,8 +331,8 @@ def test_a_variant_with_no_items_is_approved_but_an_edition_with_none_is_not(
         edition = editions.create_edition(session, settings, since=PERIOD_START, until=PERIOD_END)
         workflow.submit(session, edition.id, "marie")
         edition_id = edition.id
-    with transaction(engine) as session, pytest.raises(Conflict, match="has no news items"):
-        approve(session, settings, edition_id, "ana")
+    with pytest.raises(Conflict, match="has no news items"):
+        approve(engine, settings, edition_id, "ana")
     with transaction(engine) as session:
         assert session.get(NewsItem, item) is not None
 
@@ -467,10 +465,10 @@ def test_an_approved_edition_takes_one_more_approver_when_more_are_required(
     stricter = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
     with transaction(engine) as session, pytest.raises(Conflict, match="has 1 of the 2 approvals it needs"):
         start_sending(session, stricter, edition_id, "x")
+    second = approve(engine, stricter, edition_id, "ben")
     with transaction(engine) as session:
-        second = approve(session, stricter, edition_id, "ben")
         (first,) = [a for a in workflow.valid_approvals(session, edition_id) if a.approver == "ana"]
     assert second.variant_hashes == first.variant_hashes
-    with transaction(engine) as session, pytest.raises(Conflict, match="already approved"):
-        approve(session, stricter, edition_id, "carla")
+    with pytest.raises(Conflict, match="already approved"):
+        approve(engine, stricter, edition_id, "carla")
     assert send_edition(engine, stricter, edition_id, actor="test", worker="test").status is S.SENT

@@ -75,6 +75,9 @@ class Web:
         5, "Failed staff logins allowed per account (and 4 times that per client IP) in 15 minutes."
     )
     session_hours: int = setting(12, "How long a staff login lasts, in hours.")
+    welcome_email: bool = setting(
+        True, "Send a welcome email (topics and preferences link) once a subscription is confirmed."
+    )
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
     from zoneinfo import ZoneInfo
 
+    # Loaded here only: settings sit below every folder, and the cron reader needs APScheduler.
     from bulletin.runners.cron import CronError, crontab_trigger
 
     try:

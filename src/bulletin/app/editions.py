@@ -19,8 +19,11 @@ from sqlalchemy.orm import Session
 from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.i18n import translations
-from bulletin.models import Edition, EditionItem, EditionStatus, NewsItem, NewsStatus, utcnow
+from bulletin.models import Edition, EditionItem, EditionStatus, EditionTransition, NewsItem, NewsStatus, utcnow
+from bulletin.news.translations import translations_of
 
+# The reason of a log row that records a story edit rather than a change of status.
+STORY_EDIT = "story edit: "
 # Content may still change in these states; the workflow voids approvals whose hashes no longer match.
 EDITABLE = frozenset({EditionStatus.DRAFT, EditionStatus.REVIEW, EditionStatus.APPROVED, EditionStatus.SCHEDULED})
 
@@ -55,9 +58,10 @@ class Story:
 
 
 def get_edition(session: Session, edition_id: int) -> Edition:
+    """The edition with this id, or NotFound."""
     edition = session.get(Edition, edition_id)
     if edition is None:
-        raise NotFound(f"no edition with id {edition_id}")
+        raise NotFound(f"no edition {edition_id}")
     return edition
 
 
@@ -70,8 +74,6 @@ def _language_rank(settings: Settings | None) -> dict[str, int]:
 
 def _group(session: Session, items: Iterable[NewsItem]) -> list[list[NewsItem]]:
     """Group items that are versions of the same story (translation key, links, staff pairing)."""
-    from bulletin.news.translations import translations_of
-
     items = list(items)
     by_id = {item.id: item for item in items}
     parent = {item.id: item.id for item in items}
@@ -264,6 +266,30 @@ def _editable(session: Session, edition_id: int) -> Edition:
     return edition
 
 
+def _log_story_edit(session: Session, edition: Edition, actor: str, what: str) -> None:
+    """Record who changed the stories of an edition in its log (a row that keeps the status)."""
+    if not actor.strip():
+        raise InvalidInput("say who is editing (an empty name is not logged)")
+    session.add(
+        EditionTransition(
+            edition_id=edition.id,
+            at=utcnow(),
+            from_status=edition.status.value,
+            to_status=edition.status.value,
+            actor=actor.strip(),
+            reason=STORY_EDIT + what,
+        )
+    )
+
+
+def story_edits(session: Session, edition_id: int) -> list[EditionTransition]:
+    """The story edits of an edition (moves, exclusions, inclusions), oldest first."""
+    query = select(EditionTransition).where(
+        EditionTransition.edition_id == edition_id, EditionTransition.reason.startswith(STORY_EDIT)
+    )
+    return list(session.scalars(query.order_by(EditionTransition.at, EditionTransition.id)))
+
+
 def _find(stories: list[Story], news_item_id: int, edition_id: int) -> tuple[int, Version]:
     for index, story in enumerate(stories):
         for version in story.versions:
@@ -292,6 +318,7 @@ def move_item(
     order.insert(position - 1, moved)
     _renumber(order)
     edition.updated_at = utcnow()
+    _log_story_edit(session, edition, actor, f"moved the story of news item {news_item_id} to position {position}")
     session.flush()
     return edition
 
@@ -306,6 +333,7 @@ def exclude_item(
         raise Conflict(f"news item {news_item_id} is already excluded from edition {edition_id}")
     version.entry.excluded = True
     edition.updated_at = utcnow()
+    _log_story_edit(session, edition, actor, f"excluded news item {news_item_id}")
     session.flush()
     return edition
 
@@ -326,6 +354,7 @@ def include_item(
                     raise Conflict(f"news item {news_item_id} is already in edition {edition_id}")
                 version.entry.excluded = False
                 edition.updated_at = utcnow()
+                _log_story_edit(session, edition, actor, f"included news item {news_item_id} again")
                 session.flush()
                 return edition
     item = session.get(NewsItem, news_item_id)
@@ -351,5 +380,6 @@ def include_item(
     _renumber(order)
     item.status = NewsStatus.IN_EDITION
     edition.updated_at = utcnow()
+    _log_story_edit(session, edition, actor, f"added news item {news_item_id}")
     session.flush()
     return edition

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bulletin.app import throttle
 from bulletin.app.links import subscriber_for_token
 from bulletin.app.subscribers import (
+    add_subscriber,
     check_interests,
     check_language,
     clean_name,
@@ -48,11 +49,13 @@ class RateLimited(BulletinError):
 class OptinEmail:
     """An opt-in email to send once the transaction is over."""
 
-    kind: Literal["confirm", "already_subscribed"]
+    kind: Literal["confirm", "already_subscribed", "welcome"]
     subscriber_id: int
     email: str
     name: str | None
     language: str
+    # Comma-joined interest keys ("" is every topic), shown in the welcome email.
+    interests: str = ""
 
 
 def request_subscription(
@@ -91,8 +94,6 @@ def request_subscription(
 
     subscriber = find_subscriber(session, address)
     if subscriber is None:
-        from bulletin.app.subscribers import add_subscriber
-
         subscriber = add_subscriber(
             session,
             settings,
@@ -149,6 +150,20 @@ def confirm_by_token(
         return subscriber, False
     changed = confirm_subscriber(session, subscriber, actor=ACTOR, ip=ip, user_agent=user_agent)
     return subscriber, changed
+
+
+def welcome_email(settings: Settings, subscriber: Subscriber) -> OptinEmail | None:
+    """The welcome email of a subscription just confirmed, unless ``web.welcome_email`` is off."""
+    if not settings.web.welcome_email:
+        return None
+    return OptinEmail(
+        kind="welcome",
+        subscriber_id=subscriber.id,
+        email=subscriber.email,
+        name=subscriber.name,
+        language=subscriber.language,
+        interests=subscriber.interests,
+    )
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, via: str) -> bool:

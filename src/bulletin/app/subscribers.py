@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.models import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
+from bulletin.news.topics import topics_key
 
 MAX_NAME_LENGTH = 200
 SALT_KEY = "suppression_salt"
@@ -45,8 +46,8 @@ def email_key(email: str) -> str:
 
 
 def interests_key(keys: Iterable[str]) -> str:
-    """Sorted, de-duplicated, comma-joined interest keys; "" means every topic."""
-    return ",".join(sorted({key.strip().lower() for key in keys if key.strip()}))
+    """Interest keys as typed (any case, spaces) in their stored form; "" means every topic."""
+    return topics_key({key.strip().lower() for key in keys})
 
 
 def check_language(settings: Settings, language: str) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bulletin import __version__
 from bulletin.config import ConfigError, Settings, load_settings
 from bulletin.db import engine_for, reading, sqlite_file_missing, transaction
-from bulletin.errors import BulletinError
+from bulletin.errors import BulletinError, Hint, NextStep
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +67,32 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def cli_hint(hint: Hint) -> str:
+    """The command line's wording of a domain error's next step."""
+    number = hint.edition_id if hint.edition_id is not None else "N"
+    commands = {
+        NextStep.SUBMIT: f"bulletin edition submit {number}",
+        NextStep.APPROVE: f"bulletin edition approve {number} --by NAME",
+        NextStep.RESUME: f"bulletin edition resume {number}",
+        NextStep.SCHEDULE: f"bulletin edition schedule {number} --at 'YYYY-MM-DD HH:MM'",
+        NextStep.SEND_NOW: f"to send now: bulletin edition send {number}",
+        NextStep.SEND_TIME: "--at 'YYYY-MM-DD HH:MM', in schedule.timezone",
+        NextStep.APPROVER: "name the approver with --by NAME",
+    }
+    return commands[hint.step]
+
+
+def with_cli_hint(exc: BulletinError) -> str:
+    """A domain error's line, followed by its next step as a command."""
+    line = str(exc)
+    if exc.hint is None:
+        return line
+    # "... (submit it for review first)" reads best as "... (submit it for review first: bulletin edition submit 3)".
+    if line.endswith(")"):
+        return f"{line[:-1]}: {cli_hint(exc.hint)})"
+    return f"{line} ({cli_hint(exc.hint)})"
 
 
 class UserError(click.ClickException):
@@ -127,7 +153,7 @@ class BulletinGroup(click.Group):
         except ConfigError as exc:
             raise UserError(str(exc), exit_code=2) from None
         except BulletinError as exc:
-            raise UserError(str(exc), exit_code=exc.exit_code) from None
+            raise UserError(with_cli_hint(exc), exit_code=exc.exit_code) from None
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise click.ClickException(f"database error: {reason}") from None

@@ -40,7 +40,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bulletin import __version__
-from bulletin.app.editions import Story, edition_stories, last_day
+from bulletin.app.editions import Story, default_subject, edition_stories, last_day
 from bulletin.compose import placeholders
 from bulletin.compose.checks import check_variant, content_hash
 from bulletin.compose.variants import plan_variants, variant_key
@@ -48,6 +48,7 @@ from bulletin.config import Settings
 from bulletin.errors import BulletinError, InvalidInput
 from bulletin.i18n import catalog_path, translations
 from bulletin.models import Edition, EditionVariant, NewsItem, utcnow
+from bulletin.news.topics import topics_key
 
 TEXT_WIDTH = 78
 LAYOUT = "email/layout.mjml.j2"
@@ -480,8 +481,6 @@ class EditionRenderer:
         subjects = self.edition.subjects or {}
         if language in subjects and subjects[language].strip():
             return subjects[language].strip()
-        from bulletin.app.editions import default_subject
-
         return default_subject(self.settings, language, self.edition.period_end)
 
     def _render_template(self, language: str, name: str, context: dict[str, Any]) -> str:
@@ -521,7 +520,7 @@ class EditionRenderer:
         unknown = [key for key in interests.split(",") if key and key not in settings.interest_keys]
         if unknown:
             raise InvalidInput(f"unknown topic {unknown[0]!r} (topics are {', '.join(settings.interest_keys)})")
-        interests = ",".join(sorted({key for key in interests.split(",") if key}))
+        interests = topics_key(interests.split(","))
         items = self.select(language, interests)
         preheader = _preheader(items)
         topics_line = _topics_line(settings, language, interests)

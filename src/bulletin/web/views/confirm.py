@@ -7,11 +7,13 @@ filter that opens every link in a message cannot subscribe someone who never ask
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bulletin.app.links import InvalidToken
-from bulletin.app.optin import confirm_by_token
+from bulletin.app.optin import OptinEmail, confirm_by_token, welcome_email
+from bulletin.mta.notices import send_optin_email
 from bulletin.web.pages import client_ip, page_language, render, settings_of, user_agent, write
 from bulletin.web.views.links import LinkedSubscriber, describe, link_error, load, load_posted
 
@@ -35,12 +37,18 @@ async def confirm_submit(request: Request) -> Response:
     ip = client_ip(request)
     agent = user_agent(request)
 
-    def work(session: Session) -> tuple[LinkedSubscriber, bool]:
-        subscriber, changed = confirm_by_token(session, settings_of(request), token, ip=ip, user_agent=agent)
-        return describe(request, subscriber), changed
+    settings = settings_of(request)
+
+    def work(session: Session) -> tuple[LinkedSubscriber, OptinEmail | None]:
+        subscriber, changed = confirm_by_token(session, settings, token, ip=ip, user_agent=agent)
+        return describe(request, subscriber), welcome_email(settings, subscriber) if changed else None
 
     try:
-        subscriber, _changed = await write(request, work)
+        subscriber, welcome = await write(request, work)
     except InvalidToken as exc:
         return link_error(request, exc, "confirm", text)
-    return render(request, "confirm.html", {"subscriber": subscriber, "done": True}, text=text)
+    # The welcome email goes out after the answer, as the other opt-in emails do.
+    background = BackgroundTask(send_optin_email, settings, welcome) if welcome is not None else None
+    response = render(request, "confirm.html", {"subscriber": subscriber, "done": True}, text=text)
+    response.background = background
+    return response
