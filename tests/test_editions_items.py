@@ -7,7 +7,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
-from bulletin.app.editions import create_edition, edition_stories, exclude_item, get_edition, include_item, move_item
+from bulletin.app.editions import (
+    create_edition,
+    edition_stories,
+    exclude_item,
+    get_edition,
+    include_item,
+    move_item,
+    story_edits,
+)
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict, InvalidInput, NotFound
@@ -132,3 +140,28 @@ def test_items_of_an_active_edition_are_not_taken_again(engine: Engine, settings
     with transaction(engine) as session:
         again = create_edition(session, settings, since=NOW - timedelta(days=10), until=NOW)
         assert taken in [v.item.id for s in edition_stories(session, settings, again) for v in s.versions]
+
+
+def test_story_edits_are_logged_with_who_made_them(engine: Engine, settings: Settings) -> None:
+    edition_id = make_edition(engine, settings)
+    with transaction(engine) as session:
+        stories = edition_stories(session, settings, get_edition(session, edition_id))
+        first, last = stories[0].versions[0].item.id, stories[-1].versions[0].item.id
+    with transaction(engine) as session:
+        move_item(session, edition_id, last, 1, settings=settings, actor="marie")
+        exclude_item(session, edition_id, first, settings=settings, actor="paul")
+        include_item(session, edition_id, first, settings=settings, actor="ana")
+    with transaction(engine) as session:
+        edits = [(row.actor, row.reason) for row in story_edits(session, edition_id)]
+        status = get_edition(session, edition_id).status.value
+        rows = story_edits(session, edition_id)
+    assert edits == [
+        ("marie", f"story edit: moved the story of news item {last} to position 1"),
+        ("paul", f"story edit: excluded news item {first}"),
+        ("ana", f"story edit: included news item {first} again"),
+    ]
+    # The edition's status is unchanged by an edit: the log row keeps it.
+    assert {(row.from_status, row.to_status) for row in rows} == {(status, status)}
+    # An edit by nobody is refused, so the log never has a blank author.
+    with transaction(engine) as session, pytest.raises(InvalidInput, match="say who is editing"):
+        exclude_item(session, edition_id, first, settings=settings, actor=" ")

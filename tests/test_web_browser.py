@@ -36,7 +36,7 @@ from .web_support import (
     web_settings,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"

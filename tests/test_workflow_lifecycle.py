@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, make_url, select
 
 from bulletin.app import editions, workflow
 from bulletin.compose.approval import (
@@ -20,16 +20,17 @@ from bulletin.compose.approval import (
     start_sending,
 )
 from bulletin.compose.render import RenderedVariant, render_edition, render_variants, shipped_templates_dir
-from bulletin.compose.variants import stored_variants, variant_key
+from bulletin.compose.variants import plan_variants, stored_variants, variant_key
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.errors import Conflict, InvalidInput
 from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, Subscriber, SubscriberStatus, utcnow
+from bulletin.mta.review import send_review
 from bulletin.mta.sender import freeze_recipients, run_send, send_edition
 from bulletin.news.ingest import ingest_sources
 from bulletin.runners.scheduler import tick
 
-from .factories import add_subscriber, migrated_engine
+from .factories import RenderWatch, add_subscriber, migrated_engine
 from .smtp_server import RecordingSMTPServer
 from .workflow_fixtures import PERIOD_END, PERIOD_START, add_news, history, make_settings, seed
 
@@ -183,6 +184,8 @@ def test_illegal_moves_are_refused_and_change_nothing(
         actions[action](session)
     assert str(refused.value).startswith(message.format(id=edition_id))
     assert "\n" not in str(refused.value)
+    # A domain refusal names no command or option: each edge words its next step (refused.value.hint).
+    assert "bulletin " not in str(refused.value) and "--" not in str(refused.value)
     assert history(engine, edition_id) == before
 
 
@@ -472,3 +475,25 @@ def test_an_approved_edition_takes_one_more_approver_when_more_are_required(
     with pytest.raises(Conflict, match="already approved"):
         approve(engine, stricter, edition_id, "carla")
     assert send_edition(engine, stricter, edition_id, actor="test", worker="test").status is S.SENT
+
+
+def test_an_approval_and_a_review_render_each_variant_once_and_never_inside_a_write(
+    world: tuple[Settings, Engine, dict[str, int]], smtp_server: RecordingSMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    with transaction(engine) as session:
+        planned = len(plan_variants(session, settings, workflow.get_edition(session, edition_id)))
+    assert planned == 5
+    watch = RenderWatch(monkeypatch, Path(make_url(settings.database_url).database or ""))
+    # The review renders the draft once: the same rendering is stored, previewed and mailed.
+    outcome = send_review(engine, settings, edition_id, ["desk@example.org"])
+    assert outcome.messages == planned and (watch.renders, watch.inside_writes) == (planned, 0)
+    assert _status(engine, edition_id) is S.REVIEW
+    watch.renders = 0
+    approve(engine, settings, edition_id, "ana")
+    assert (watch.renders, watch.inside_writes) == (planned, 0)
+    # Reviewing the approved edition sends its stored, approved rendering: nothing is rendered.
+    watch.renders = 0
+    send_review(engine, settings, edition_id, ["desk@example.org"])
+    assert watch.renders == 0

@@ -259,7 +259,10 @@ def create_edition(
     return edition
 
 
-def _editable(session: Session, edition_id: int) -> Edition:
+def _editable(session: Session, edition_id: int, actor: str) -> Edition:
+    """The edition, if its stories may still change; refused before anything changes."""
+    if not actor.strip():
+        raise InvalidInput("say who is editing (an empty name is not logged)")
     edition = get_edition(session, edition_id)
     if edition.status not in EDITABLE:
         raise Conflict(f"edition {edition.id} is {edition.status.value}: its items can no longer change")
@@ -268,8 +271,6 @@ def _editable(session: Session, edition_id: int) -> Edition:
 
 def _log_story_edit(session: Session, edition: Edition, actor: str, what: str) -> None:
     """Record who changed the stories of an edition in its log (a row that keeps the status)."""
-    if not actor.strip():
-        raise InvalidInput("say who is editing (an empty name is not logged)")
     session.add(
         EditionTransition(
             edition_id=edition.id,
@@ -308,7 +309,7 @@ def move_item(
     actor: str = "cli",
 ) -> Edition:
     """Move the story of a news item to ``position`` (1 = first), with all its language versions."""
-    edition = _editable(session, edition_id)
+    edition = _editable(session, edition_id, actor)
     stories = edition_stories(session, settings, edition)
     if not 1 <= position <= len(stories):
         raise InvalidInput(f"position {position} is out of range: edition {edition_id} has {len(stories)} stories")
@@ -327,7 +328,7 @@ def exclude_item(
     session: Session, edition_id: int, news_item_id: int, *, settings: Settings | None = None, actor: str = "cli"
 ) -> Edition:
     """Leave one language version out of the edition; it keeps its place should it come back."""
-    edition = _editable(session, edition_id)
+    edition = _editable(session, edition_id, actor)
     _, version = _find(edition_stories(session, settings, edition), news_item_id, edition_id)
     if version.entry.excluded:
         raise Conflict(f"news item {news_item_id} is already excluded from edition {edition_id}")
@@ -345,7 +346,7 @@ def include_item(
 
     A new item joins its story when a version of it is already there, else it goes last.
     """
-    edition = _editable(session, edition_id)
+    edition = _editable(session, edition_id, actor)
     stories = edition_stories(session, settings, edition)
     for story in stories:
         for version in story.versions:
