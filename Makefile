@@ -25,10 +25,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The 15 slowest tests are listed after every run; PYTEST_ARGS='-m "not slow"' leaves out the slow ones.
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# Lint, types and tests, then the total time they took.
+test: $(STAMP)
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint typecheck pytest; status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s in total (exit status $$status)"; \
+	exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python bench/import_subscribers.py

@@ -120,8 +120,7 @@ def send_archive_edition(engine: Engine, settings: Settings, smtp: RecordingSMTP
         add_subscriber_row(engine, email, language=language, interests=interests, name=name)
     items = add_archive_news(engine)
     edition_id = make_edition(engine, settings)
-    with transaction(engine) as session:
-        approve(session, settings, edition_id, "test-approver")
+    approve(engine, settings, edition_id, "test-approver")
     already = len(smtp.messages)
     outcome = send_edition(engine, settings, edition_id, actor="test", worker="archive-test")
     assert outcome.started, outcome.refused

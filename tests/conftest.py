@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from bulletin.config import Settings, settings_from_dict
-from bulletin.db import make_engine
-from bulletin.migrate import upgrade
 
+from .factories import migrated_url_engine
 from .smtp_server import RecordingSMTPServer
 
 PG_ENV = "BULLETIN_TEST_DATABASE_URL"
@@ -79,8 +78,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
     """A migrated SQLite database for the ``settings`` fixture."""
-    eng = make_engine(settings.database_url)
-    upgrade(eng)
+    eng = migrated_url_engine(settings.database_url)
     yield eng
     eng.dispose()
 
@@ -95,8 +93,7 @@ def any_settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def any_engine(any_settings: Settings) -> Iterator[Engine]:
-    eng = make_engine(any_settings.database_url)
-    upgrade(eng)
+    eng = migrated_url_engine(any_settings.database_url)
     yield eng
     eng.dispose()
 

@@ -124,6 +124,7 @@ class _Handler:
                     received_at=time.monotonic(),
                 )
             )
+            self.server.lock.notify_all()
         return "250 2.0.0 queued"
 
 
@@ -133,6 +134,13 @@ class _FaultySMTP(SMTP):
     def __init__(self, server: RecordingSMTPServer, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recording_server = server
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        server = self._recording_server
+        with server.lock:
+            server.disconnections += 1
+            server.lock.notify_all()
 
     async def smtp_DATA(self, arg: str) -> None:
         server = self._recording_server
@@ -183,9 +191,11 @@ class RecordingSMTPServer:
         self.messages: list[ReceivedMessage] = []
         self.refusals: list[tuple[str, str]] = []
         self.faults = Faults()
-        self.lock = threading.Lock()
+        # A condition, so that tests wait for a message or a closed connection instead of sleeping.
+        self.lock = threading.Condition()
         self.data_commands = 0
         self.connections = 0
+        self.disconnections = 0
         options: dict[str, Any] = {"decode_data": False, "enable_SMTPUTF8": True}
         options.update(controller_options)
         self._controller = _Controller(self, _Handler(self), hostname=self.host, port=self.port, **options)
@@ -203,10 +213,13 @@ class RecordingSMTPServer:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
-            time.sleep(0.02)
-        raise AssertionError(f"expected {count} messages, got {len(self.messages)}")
+        with self.lock:
+            if not self.lock.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise AssertionError(f"expected {count} messages, got {len(self.messages)}")
+            return list(self.messages)
+
+    def wait_closed(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` client connections have ended (everything they sent is then recorded)."""
+        with self.lock:
+            if not self.lock.wait_for(lambda: self.disconnections >= count, timeout):
+                raise AssertionError(f"expected {count} closed connections, got {self.disconnections}")

@@ -20,7 +20,7 @@ from bulletin.db import reading, transaction
 from .compose_fixtures import NOW, add_news, sample_news
 from .factories import add_subscriber
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 _reason = preview.browser_unavailable_reason()
 requires_browser = pytest.mark.skipif(_reason is not None, reason=f"browser tests need Chromium: {_reason}")

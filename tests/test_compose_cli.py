@@ -92,7 +92,7 @@ def test_show_lists_variants_with_subscribers_sizes_and_empty_ones(
         assert len(session.scalars(select(EditionVariant)).all()) == 5
     assert "Stored rendering: up to date" in run(config, "edition", "show", str(edition_id)).output
     missing = CliRunner().invoke(cli, ["--config", str(config), "edition", "show", "77"])
-    assert missing.exit_code == 1 and "no edition with id 77" in missing.output
+    assert missing.exit_code == 1 and "no edition 77" in missing.output
 
 
 def test_items_lists_and_changes_the_order(config: Path, engine: Engine, settings: Settings) -> None:

@@ -23,6 +23,9 @@ from bulletin.config import SECRET_KEY_ENV, load_settings
 from bulletin.db import engine_for, reading
 from bulletin.models import Approval, EditionVariant, Subscriber
 
+# Real processes and whole runs: seconds each. `make test PYTEST_ARGS='-m "not slow"'` skips them.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -7,7 +7,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
-from bulletin.app.editions import create_edition, edition_stories, exclude_item, get_edition, include_item, move_item
+from bulletin.app.editions import (
+    create_edition,
+    edition_stories,
+    exclude_item,
+    get_edition,
+    include_item,
+    move_item,
+    story_edits,
+)
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict, InvalidInput, NotFound
@@ -106,7 +114,7 @@ def test_item_changes_refused_with_a_clear_reason(engine: Engine, settings: Sett
         (lambda s: move_item(s, edition_id, 99999, 1), NotFound, "news item 99999 is not in edition"),
         (lambda s: include_item(s, edition_id, any_item), Conflict, "already in edition"),
         (lambda s: include_item(s, edition_id, 99999), NotFound, "no news item with id 99999"),
-        (lambda s: move_item(s, 424242, any_item, 1), NotFound, "no edition with id 424242"),
+        (lambda s: move_item(s, 424242, any_item, 1), NotFound, "no edition 424242"),
     ]
     for action, error, message in cases:
         with transaction(engine) as session, pytest.raises(error, match=message):
@@ -132,3 +140,28 @@ def test_items_of_an_active_edition_are_not_taken_again(engine: Engine, settings
     with transaction(engine) as session:
         again = create_edition(session, settings, since=NOW - timedelta(days=10), until=NOW)
         assert taken in [v.item.id for s in edition_stories(session, settings, again) for v in s.versions]
+
+
+def test_story_edits_are_logged_with_who_made_them(engine: Engine, settings: Settings) -> None:
+    edition_id = make_edition(engine, settings)
+    with transaction(engine) as session:
+        stories = edition_stories(session, settings, get_edition(session, edition_id))
+        first, last = stories[0].versions[0].item.id, stories[-1].versions[0].item.id
+    with transaction(engine) as session:
+        move_item(session, edition_id, last, 1, settings=settings, actor="marie")
+        exclude_item(session, edition_id, first, settings=settings, actor="paul")
+        include_item(session, edition_id, first, settings=settings, actor="ana")
+    with transaction(engine) as session:
+        edits = [(row.actor, row.reason) for row in story_edits(session, edition_id)]
+        status = get_edition(session, edition_id).status.value
+        rows = story_edits(session, edition_id)
+    assert edits == [
+        ("marie", f"story edit: moved the story of news item {last} to position 1"),
+        ("paul", f"story edit: excluded news item {first}"),
+        ("ana", f"story edit: included news item {first} again"),
+    ]
+    # The edition's status is unchanged by an edit: the log row keeps it.
+    assert {(row.from_status, row.to_status) for row in rows} == {(status, status)}
+    # An edit by nobody is refused, so the log never has a blank author.
+    with transaction(engine) as session, pytest.raises(InvalidInput, match="say who is editing"):
+        exclude_item(session, edition_id, first, settings=settings, actor=" ")

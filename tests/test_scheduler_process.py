@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from bulletin.app import workflow
@@ -22,6 +23,9 @@ from bulletin.runners.scheduler import current_holder, describe_holder
 from .factories import migrated_engine, wait_until, write_config
 from .smtp_server import RecordingSMTPServer
 from .workflow_fixtures import history, make_settings, schedule_approved, seed, settings_data
+
+# Real processes and whole runs: seconds each. `make test PYTEST_ARGS='-m "not slow"'` skips them.
+pytestmark = pytest.mark.slow
 
 
 @contextmanager

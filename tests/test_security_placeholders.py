@@ -75,7 +75,7 @@ def _sent(tmp_path: Path, smtp_server: RecordingSMTPServer, subject: str | None 
         edition_id = edition.id
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        approve(session, settings, edition_id, "ana")
+    approve(engine, settings, edition_id, "ana")
     send_edition(engine, settings, edition_id, actor="test", worker="test")
     engine.dispose()
     received = []
@@ -135,7 +135,11 @@ def test_the_checks_refuse_a_variant_whose_content_holds_a_placeholder_word(
         add_subscriber(session, "marie@example.org", "fr")
         edition = create_edition(session, settings, since=PERIOD_START, until=PERIOD_END, actor="test")
         workflow.submit(session, edition.id, "marie")
-        approve(session, settings, edition.id, "ana")
+        edition_id = edition.id
+    approve(engine, settings, edition_id, "ana")
+    with transaction(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
         variant = session.scalars(select(EditionVariant)).one()
         marker = placeholders.edition_marker(session, edition.id)
         assert session.get(Edition, edition.id) is not None

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from bulletin.db import reading
@@ -20,6 +21,9 @@ from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, Sub
 from .factories import write_config
 from .send_fixtures import fast_settings, sending_world
 from .smtp_server import RecordingSMTPServer
+
+# Real processes and whole runs: seconds each. `make test PYTEST_ARGS='-m "not slow"'` skips them.
+pytestmark = pytest.mark.slow
 
 SUBSCRIBERS = 400
 

@@ -52,6 +52,7 @@ def pg_engine(postgres_url: str) -> Engine:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_three_worker_processes_keep_the_quota_over_every_second(
     tmp_path: Path, smtp_server: RecordingSMTPServer, postgres_url: str
 ) -> None:

@@ -20,6 +20,7 @@ SUBSCRIBERS = 600
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_three_workers_send_each_message_exactly_once(
     tmp_path: Path, smtp_server: RecordingSMTPServer, postgres_url: str
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -310,5 +309,6 @@ def test_closing_with_an_announced_message_delivers_nothing_more(
     first, second = _raw(settings, "a@example.net"), _raw(settings, "b@example.net")
     transport.send_bytes(sender, "a@example.net", first, then=Envelope(sender, "b@example.net", len(second)))
     transport.close()
-    time.sleep(0.2)
+    # Once the server has seen the connection end, whatever the client sent is recorded.
+    smtp_server.wait_closed(1)
     assert smtp_server.recipients() == ["a@example.net"]

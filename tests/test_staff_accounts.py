@@ -47,6 +47,7 @@ def test_passwords_are_stored_as_argon2_hashes(settings: Settings, engine: Engin
     assert "a long secret phrase" not in member.password_hash
 
 
+@pytest.mark.slow
 def test_authenticate_checks_the_password_and_throttles(settings: Settings, engine: Engine) -> None:
     with transaction(engine) as session:
         add_staff(session, "marie", role=StaffRole.EDITOR, password="a long secret phrase")

@@ -274,8 +274,7 @@ def _second_edition(env: WebEnv) -> int:
         add_news_item(session, "Une seconde édition", "fr", "cities", published_at=utcnow() - timedelta(hours=1))
         add_news_item(session, "A second edition", "en", "youth", published_at=utcnow() - timedelta(hours=1))
     edition_id = make_edition(env.engine, env.settings)
-    with transaction(env.engine) as session:
-        approve(session, env.settings, edition_id, "test-approver")
+    approve(env.engine, env.settings, edition_id, "test-approver")
     assert send_edition(env.engine, env.settings, edition_id, actor="test", worker="archive-test").started
     return edition_id
 

@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 from bulletin.compose.approval import approve
 from bulletin.compose.preview import CHROMIUM_ARGS
 from bulletin.config import Settings
-from bulletin.db import transaction
 from bulletin.models import StaffRole, SubscriberStatus
 from bulletin.mta.sender import send_edition
 
@@ -37,7 +36,7 @@ from .web_support import (
     web_settings,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
@@ -165,8 +164,7 @@ def sent_bulletins(live: Live) -> list[Any]:
 
     add_news(live.engine)
     edition_id = make_edition(live.engine, live.settings)
-    with transaction(live.engine) as session:
-        approve(session, live.settings, edition_id, "test-approver")
+    approve(live.engine, live.settings, edition_id, "test-approver")
     outcome = send_edition(live.engine, live.settings, edition_id, actor="test", worker="browser-test")
     assert outcome.started, outcome.refused
     return [message.parse() for message in live.smtp.wait_for(2)]

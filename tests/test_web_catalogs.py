@@ -30,7 +30,8 @@ def extracted() -> set[str | tuple[str, ...]]:
     found: set[str | tuple[str, ...]] = set()
     mappings = [
         (PACKAGE / "web", [("templates/**.html", "jinja2"), ("templates/**.txt", "jinja2"), ("**.py", "python")]),
-        (PACKAGE, [("optin.py", "python")]),
+        (PACKAGE / "app", [("optin.py", "python")]),
+        (PACKAGE / "mta", [("notices.py", "python")]),
     ]
     for folder, method_map in mappings:
         for _file, _line, message, _comments, _context in extract_from_dir(str(folder), method_map, keywords=KEYWORDS):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
+from itsdangerous import TimestampSigner
+
 from bulletin.models import SubscriberStatus
+from bulletin.web.app import SESSION_COOKIE, session_secret
 
 from .factories import migrated_engine
 from .web_support import (
@@ -69,11 +74,20 @@ def test_a_page_without_a_form_sets_no_cookie(web: WebEnv) -> None:
 
 
 def test_tampered_session_cookie_is_ignored(web: WebEnv) -> None:
-    page = web.client.get("/subscribe")
-    csrf = csrf_of(page.text)
-    web.client.cookies.set("bulletin_session", "eyJjc3JmIjogIngifQ==.forged.signature")
-    response = web.client.post("/subscribe", data={"email": "t@example.org", "language": "fr", "csrf_token": csrf})
-    assert response.status_code == 403
+    # A session holding exactly the CSRF token the form will submit: only its signature decides.
+    csrf = "c" * 43
+    payload = base64.b64encode(json.dumps({"csrf": csrf}).encode())
+    signed = TimestampSigner(session_secret(web.settings)).sign(payload).decode()
+    forged = signed[: signed.rindex(".") + 1] + "forged-signature"
+    form = {"email": "t@example.org", "language": "fr", "csrf_token": csrf}
+    # The control: signed with the site's key, this session is accepted...
+    genuine = client_for(web.settings, web.engine)
+    genuine.cookies.set(SESSION_COOKIE, signed)
+    assert genuine.post("/subscribe", data=form).status_code == 303
+    # ...and with a forged signature the same session is ignored, so its token does not match.
+    tampered = client_for(web.settings, web.engine)
+    tampered.cookies.set(SESSION_COOKIE, forged)
+    assert tampered.post("/subscribe", data=form).status_code == 403
 
 
 def test_not_found_and_wrong_method_pages_are_clear(web: WebEnv) -> None:

@@ -57,6 +57,7 @@ def stop(process: subprocess.Popen[str]) -> str:
     return output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [(), ("--with-scheduler",)])
 def test_serve_answers_on_the_port(config: Path, extra: tuple[str, ...]) -> None:
     port = free_port()

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from bulletin.app.editions import story_edits
 from bulletin.app.staff import set_password
 from bulletin.db import reading, transaction
 from bulletin.models import (
@@ -23,11 +24,12 @@ from bulletin.models import (
     EditionItem,
     EditionStatus,
     EditionVariant,
+    NewsItem,
     StaffRole,
     utcnow,
 )
 
-from .factories import migrated_engine
+from .factories import RenderWatch, migrated_engine
 from .smtp_server import RecordingSMTPServer
 from .web_support import (
     PASSWORD,
@@ -435,6 +437,7 @@ def test_scheduling_in_the_past_is_refused(web: WebEnv, edition_id: int) -> None
 
 
 def test_test_send_goes_to_the_logged_in_staff_member_only(web: WebEnv, edition_id: int) -> None:
+    web.client.headers["accept-language"] = "en"
     log_in(web.client, "eddie")
     page = web.client.get(f"/staff/editions/{edition_id}").text
     with reading(web.engine) as session:
@@ -519,3 +522,92 @@ def test_status_changes_follow_the_workflow(web: WebEnv, edition_id: int) -> Non
     admin.post(f"/staff/editions/{edition_id}/status", data={"csrf_token": csrf, "action": "submit"})
     page = admin.get(f"/staff/editions/{edition_id}").text
     assert any("cancelled" in message for message in flashes(page))
+
+
+# ---------------------------------------------------------------------------
+# A refused schedule keeps the void it found; refusals word their next step for the web
+
+
+def test_scheduling_an_edition_whose_content_changed_records_the_void_and_refuses(web: WebEnv, edition_id: int) -> None:
+    web.client.headers["accept-language"] = "en"
+    log_in(web.client, "april")
+    csrf = staff_csrf(web.client)
+    web.client.post(f"/staff/editions/{edition_id}/approve", data={"csrf_token": csrf})
+    assert edition_status(web, edition_id) == EditionStatus.APPROVED
+    # A news item of the edition is corrected after the approval (outside the staff pages).
+    with transaction(web.engine) as session:
+        entry = session.scalars(select(EditionItem).where(EditionItem.edition_id == edition_id)).first()
+        assert entry is not None
+        item = session.get(NewsItem, entry.news_item_id)
+        assert item is not None
+        item.title = item.title + " (corrected)"
+    when = (utcnow() + timedelta(days=2)).astimezone(ZoneInfo(web.settings.schedule.timezone))
+    web.client.post(
+        f"/staff/editions/{edition_id}/schedule", data={"csrf_token": csrf, "at": when.strftime("%Y-%m-%dT%H:%M")}
+    )
+    page = web.client.get(f"/staff/editions/{edition_id}").text
+    assert any("back in review" in message and "changed since approval" in message for message in flashes(page))
+    # What the page says is what the database holds: the void was committed, nothing was scheduled.
+    assert edition_status(web, edition_id) == EditionStatus.REVIEW
+    with reading(web.engine) as session:
+        approval = session.scalars(select(Approval)).one()
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.scheduled_at is None
+    assert approval.voided_at is not None and "changed since approval" in (approval.void_reason or "")
+
+
+def test_refusals_on_the_staff_pages_name_buttons_not_commands(web: WebEnv, edition_id: int) -> None:
+    web.client.headers["accept-language"] = "en"
+    log_in(web.client, "april")
+    csrf = staff_csrf(web.client)
+    when = (utcnow() + timedelta(days=2)).astimezone(ZoneInfo(web.settings.schedule.timezone))
+    web.client.post(
+        f"/staff/editions/{edition_id}/schedule", data={"csrf_token": csrf, "at": when.strftime("%Y-%m-%dT%H:%M")}
+    )
+    web.client.post(f"/staff/editions/{edition_id}/schedule", data={"csrf_token": csrf, "at": "soon"})
+    page = web.client.get(f"/staff/editions/{edition_id}").text
+    messages = flashes(page)
+    assert any("it needs approval first" in m and "“Approve every variant”" in m for m in messages), messages
+    assert any("send time 'soon'" in m and "such as 2026-12-01 09:00" in m for m in messages), messages
+    assert not any("bulletin edition" in m or "--" in m for m in messages), messages
+    # In French, the hint is French too.
+    web.client.headers["accept-language"] = "fr"
+    web.client.post(f"/staff/editions/{edition_id}/schedule", data={"csrf_token": csrf, "at": "soon"})
+    page = web.client.get(f"/staff/editions/{edition_id}").text
+    assert any("Indiquez une date et une heure" in m for m in flashes(page))
+
+
+def test_a_story_edit_on_the_staff_pages_is_logged_with_its_author(web: WebEnv, edition_id: int) -> None:
+    log_in(web.client, "eddie")
+    first = story_order(web, edition_id)[0]
+    web.client.post(
+        f"/staff/editions/{edition_id}/items",
+        data={"csrf_token": staff_csrf(web.client), "news_item_id": str(first), "action": "exclude"},
+    )
+    with reading(web.engine) as session:
+        (edit,) = story_edits(session, edition_id)
+    assert edit.actor == "eddie" and edit.reason == f"story edit: excluded news item {first}"
+    assert edit.from_status == edit.to_status == "review"
+
+
+def test_approving_and_editing_render_once_and_never_inside_a_write(
+    web: WebEnv, edition_id: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with reading(web.engine) as session:
+        variants = len(session.scalars(select(EditionVariant)).all())
+    watch = RenderWatch(monkeypatch, tmp_path / "web.db")
+    log_in(web.client, "april")
+    web.client.post(f"/staff/editions/{edition_id}/approve", data={"csrf_token": staff_csrf(web.client)})
+    assert edition_status(web, edition_id) == EditionStatus.APPROVED
+    assert watch.renders == variants and watch.inside_writes == 0
+    # A story edit of the approved edition: one rendering checks the approval and makes the previews.
+    first = story_order(web, edition_id)[0]
+    watch.renders = 0
+    editor = client_for(web.settings, web.engine)
+    log_in(editor, "eddie")
+    editor.post(
+        f"/staff/editions/{edition_id}/items",
+        data={"csrf_token": staff_csrf(editor), "news_item_id": str(first), "action": "down"},
+    )
+    assert edition_status(web, edition_id) == EditionStatus.REVIEW
+    assert watch.renders == variants and watch.inside_writes == 0

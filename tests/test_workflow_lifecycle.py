@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, make_url, select
 
 from bulletin.app import editions, workflow
 from bulletin.compose.approval import (
@@ -20,16 +20,17 @@ from bulletin.compose.approval import (
     start_sending,
 )
 from bulletin.compose.render import RenderedVariant, render_edition, render_variants, shipped_templates_dir
-from bulletin.compose.variants import stored_variants, variant_key
+from bulletin.compose.variants import plan_variants, stored_variants, variant_key
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.errors import Conflict, InvalidInput
 from bulletin.models import Approval, Delivery, EditionStatus, NewsItem, Subscriber, SubscriberStatus, utcnow
+from bulletin.mta.review import send_review
 from bulletin.mta.sender import freeze_recipients, run_send, send_edition
 from bulletin.news.ingest import ingest_sources
 from bulletin.runners.scheduler import tick
 
-from .factories import add_subscriber, migrated_engine
+from .factories import RenderWatch, add_subscriber, migrated_engine
 from .smtp_server import RecordingSMTPServer
 from .workflow_fixtures import PERIOD_END, PERIOD_START, add_news, history, make_settings, seed
 
@@ -52,7 +53,7 @@ def _approve(engine: Engine, settings: Settings, edition_id: int, approver: str 
     with transaction(engine) as session:
         if workflow.get_edition(session, edition_id).status is S.DRAFT:
             workflow.submit(session, edition_id, "marie")
-        return approve(session, settings, edition_id, approver)
+    return approve(engine, settings, edition_id, approver)
 
 
 def _deliveries(engine: Engine, edition_id: int) -> int:
@@ -100,18 +101,17 @@ def test_approval_is_refused_before_review_and_needs_distinct_approvers(
     settings = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
     engine = migrated_engine(settings)
     edition_id = seed(engine, settings)["edition"]
-    with transaction(engine) as session, pytest.raises(Conflict, match="submit it for review first"):
-        approve(session, settings, edition_id, "ana")
+    with pytest.raises(Conflict, match="submit it for review first"):
+        approve(engine, settings, edition_id, "ana")
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        approve(session, settings, edition_id, "ana")
+    approve(engine, settings, edition_id, "ana")
     assert _status(engine, edition_id) is S.REVIEW
-    with transaction(engine) as session, pytest.raises(Conflict, match="ANA has already approved"):
-        approve(session, settings, edition_id, "ANA")
+    with pytest.raises(Conflict, match="ANA has already approved"):
+        approve(engine, settings, edition_id, "ANA")
     with transaction(engine) as session, pytest.raises(Conflict, match="1 of the 2 approvals"):
         check_approval(session, settings, workflow.get_edition(session, edition_id))
-    with transaction(engine) as session:
-        approve(session, settings, edition_id, "ben")
+    approve(engine, settings, edition_id, "ben")
     assert _status(engine, edition_id) is S.APPROVED
     with transaction(engine) as session:
         approvals = workflow.valid_approvals(session, edition_id)
@@ -131,8 +131,8 @@ def test_approval_is_refused_while_a_variant_breaks_the_checks(
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-    with transaction(engine) as session, pytest.raises(Conflict, match=r"cannot be approved: fr\|"):
-        approve(session, settings, edition_id, "ana")
+    with pytest.raises(Conflict, match=r"cannot be approved: fr\|"):
+        approve(engine, settings, edition_id, "ana")
     assert _status(engine, edition_id) is S.REVIEW
     with transaction(engine) as session:
         assert workflow.approvals_of(session, edition_id) == []
@@ -177,13 +177,15 @@ def test_illegal_moves_are_refused_and_change_nothing(
         "submit": lambda s: workflow.submit(s, edition_id, "x"),
         "pause": lambda s: workflow.pause(s, edition_id, "x"),
         "resume": lambda s: workflow.resume(s, edition_id, "x"),
-        "approve": lambda s: approve(s, settings, edition_id, "zoe"),
+        "approve": lambda s: approve(engine, settings, edition_id, "zoe"),
         "cancel": lambda s: workflow.cancel(s, edition_id, "x"),
     }
     with pytest.raises(Conflict) as refused, transaction(engine) as session:
         actions[action](session)
     assert str(refused.value).startswith(message.format(id=edition_id))
     assert "\n" not in str(refused.value)
+    # A domain refusal names no command or option: each edge words its next step (refused.value.hint).
+    assert "bulletin " not in str(refused.value) and "--" not in str(refused.value)
     assert history(engine, edition_id) == before
 
 
@@ -300,8 +302,7 @@ def test_a_change_that_alters_a_variant_voids_the_approval_and_no_send_starts(
     assert history(engine, edition_id)[-1][:2] == ("scheduled", "review")
 
     # Approved again, it goes out with the new content.
-    with transaction(engine) as session:
-        approve(session, used, edition_id, "ben")
+    approve(engine, used, edition_id, "ben")
     assert send_edition(engine, used, edition_id, actor="test", worker="test").status is S.SENT
 
 
@@ -333,8 +334,8 @@ def test_a_variant_with_no_items_is_approved_but_an_edition_with_none_is_not(
         edition = editions.create_edition(session, settings, since=PERIOD_START, until=PERIOD_END)
         workflow.submit(session, edition.id, "marie")
         edition_id = edition.id
-    with transaction(engine) as session, pytest.raises(Conflict, match="has no news items"):
-        approve(session, settings, edition_id, "ana")
+    with pytest.raises(Conflict, match="has no news items"):
+        approve(engine, settings, edition_id, "ana")
     with transaction(engine) as session:
         assert session.get(NewsItem, item) is not None
 
@@ -467,10 +468,32 @@ def test_an_approved_edition_takes_one_more_approver_when_more_are_required(
     stricter = make_settings(tmp_path, smtp_server, workflow={"approvals_required": 2})
     with transaction(engine) as session, pytest.raises(Conflict, match="has 1 of the 2 approvals it needs"):
         start_sending(session, stricter, edition_id, "x")
+    second = approve(engine, stricter, edition_id, "ben")
     with transaction(engine) as session:
-        second = approve(session, stricter, edition_id, "ben")
         (first,) = [a for a in workflow.valid_approvals(session, edition_id) if a.approver == "ana"]
     assert second.variant_hashes == first.variant_hashes
-    with transaction(engine) as session, pytest.raises(Conflict, match="already approved"):
-        approve(session, stricter, edition_id, "carla")
+    with pytest.raises(Conflict, match="already approved"):
+        approve(engine, stricter, edition_id, "carla")
     assert send_edition(engine, stricter, edition_id, actor="test", worker="test").status is S.SENT
+
+
+def test_an_approval_and_a_review_render_each_variant_once_and_never_inside_a_write(
+    world: tuple[Settings, Engine, dict[str, int]], smtp_server: RecordingSMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, engine, ids = world
+    edition_id = ids["edition"]
+    with transaction(engine) as session:
+        planned = len(plan_variants(session, settings, workflow.get_edition(session, edition_id)))
+    assert planned == 5
+    watch = RenderWatch(monkeypatch, Path(make_url(settings.database_url).database or ""))
+    # The review renders the draft once: the same rendering is stored, previewed and mailed.
+    outcome = send_review(engine, settings, edition_id, ["desk@example.org"])
+    assert outcome.messages == planned and (watch.renders, watch.inside_writes) == (planned, 0)
+    assert _status(engine, edition_id) is S.REVIEW
+    watch.renders = 0
+    approve(engine, settings, edition_id, "ana")
+    assert (watch.renders, watch.inside_writes) == (planned, 0)
+    # Reviewing the approved edition sends its stored, approved rendering: nothing is rendered.
+    watch.renders = 0
+    send_review(engine, settings, edition_id, ["desk@example.org"])
+    assert watch.renders == 0

@@ -40,7 +40,8 @@ def test_each_message_received_is_the_approved_variant_with_only_the_recipient_v
     edition_id = seed(engine, settings)["edition"]
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        approval = approve(session, settings, edition_id, "ana")
+    approval = approve(engine, settings, edition_id, "ana")
+    with transaction(engine) as session:
         approved = {
             variant_key(v.language, v.interests): (v.subject, v.html, v.text)
             for v in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id))

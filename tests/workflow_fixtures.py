@@ -91,10 +91,11 @@ def seed(engine: Engine, settings: Settings) -> dict[str, int]:
 
 
 def schedule_approved(engine: Engine, settings: Settings, edition_id: int, when: datetime | str) -> None:
-    """Submit the draft (marie), approve it (ana) and schedule it for ``when`` (ana), in one transaction."""
+    """Submit the draft (marie), approve it (ana) and schedule it for ``when`` (ana)."""
     with transaction(engine) as session:
         workflow.submit(session, edition_id, "marie")
-        approve(session, settings, edition_id, "ana")
+    approve(engine, settings, edition_id, "ana")
+    with transaction(engine) as session:
         schedule(session, settings, edition_id, when, "ana")
 
 

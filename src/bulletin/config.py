@@ -92,6 +92,9 @@ class Web:
         "Other sites (origins such as 'https://www.example.org') whose pages may post the embedded "
         "subscription form of 'bulletin web snippet'.",
     )
+    welcome_email: bool = setting(
+        True, "Send a welcome email (topics and preferences link) once a subscription is confirmed."
+    )
 
 
 @dataclass(frozen=True)
@@ -421,6 +424,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
     from zoneinfo import ZoneInfo
 
+    # Loaded here only: settings sit below every folder, and the cron reader needs APScheduler.
     from bulletin.runners.cron import CronError, crontab_trigger
 
     try:

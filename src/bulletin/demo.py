@@ -25,6 +25,8 @@ from typing import Any
 import click
 from sqlalchemy import func, select
 
+from bulletin.cli import cli
+from bulletin.compose import preview
 from bulletin.config import SECRET_KEY_ENV, load_settings, sample_config
 from bulletin.db import engine_for, reading
 from bulletin.errors import BulletinError
@@ -103,7 +105,6 @@ Step = Callable[[Sequence[str]], None]
 
 def run_command(config: Path, args: Sequence[str], *, last_lines: int | None = None) -> None:
     """Run one ``bulletin`` command in this process, echoing it first (and only its last lines if asked)."""
-    from bulletin.cli import cli
 
     click.secho("$ bulletin " + " ".join(_quote(a) for a in args), fg="cyan", bold=True)
     captured = io.StringIO()
@@ -203,8 +204,6 @@ def run_demo(demo_dir: Path) -> DemoResult:
         delivered = server.delivered
 
     settings = load_settings(config)
-    from bulletin.compose import preview
-
     result = DemoResult(
         demo_dir=demo_dir,
         config=config,

@@ -14,9 +14,11 @@ import gettext
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -91,6 +93,12 @@ class PageText:
     def plain_functions(self) -> Mapping[str, Any]:
         """For text templates, which are not HTML-escaped."""
         return {"_": self.plain, "ngettext": self.nplain, "page_language": self.language}
+
+
+def format_local(moment: datetime, timezone: str, *, with_zone: bool = True) -> str:
+    """A moment as readable local time in ``timezone``, with its zone abbreviation unless told not to."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    return local.strftime("%Y-%m-%d %H:%M %Z" if with_zone else "%Y-%m-%d %H:%M")
 
 
 def page_text(language: str) -> PageText:

@@ -19,8 +19,11 @@ from sqlalchemy.orm import Session
 from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.i18n import translations
-from bulletin.models import Edition, EditionItem, EditionStatus, NewsItem, NewsStatus, utcnow
+from bulletin.models import Edition, EditionItem, EditionStatus, EditionTransition, NewsItem, NewsStatus, utcnow
+from bulletin.news.translations import translations_of
 
+# The reason of a log row that records a story edit rather than a change of status.
+STORY_EDIT = "story edit: "
 # Content may still change in these states; the workflow voids approvals whose hashes no longer match.
 EDITABLE = frozenset({EditionStatus.DRAFT, EditionStatus.REVIEW, EditionStatus.APPROVED, EditionStatus.SCHEDULED})
 
@@ -55,9 +58,10 @@ class Story:
 
 
 def get_edition(session: Session, edition_id: int) -> Edition:
+    """The edition with this id, or NotFound."""
     edition = session.get(Edition, edition_id)
     if edition is None:
-        raise NotFound(f"no edition with id {edition_id}")
+        raise NotFound(f"no edition {edition_id}")
     return edition
 
 
@@ -70,8 +74,6 @@ def _language_rank(settings: Settings | None) -> dict[str, int]:
 
 def _group(session: Session, items: Iterable[NewsItem]) -> list[list[NewsItem]]:
     """Group items that are versions of the same story (translation key, links, staff pairing)."""
-    from bulletin.news.translations import translations_of
-
     items = list(items)
     by_id = {item.id: item for item in items}
     parent = {item.id: item.id for item in items}
@@ -257,11 +259,36 @@ def create_edition(
     return edition
 
 
-def _editable(session: Session, edition_id: int) -> Edition:
+def _editable(session: Session, edition_id: int, actor: str) -> Edition:
+    """The edition, if its stories may still change; refused before anything changes."""
+    if not actor.strip():
+        raise InvalidInput("say who is editing (an empty name is not logged)")
     edition = get_edition(session, edition_id)
     if edition.status not in EDITABLE:
         raise Conflict(f"edition {edition.id} is {edition.status.value}: its items can no longer change")
     return edition
+
+
+def _log_story_edit(session: Session, edition: Edition, actor: str, what: str) -> None:
+    """Record who changed the stories of an edition in its log (a row that keeps the status)."""
+    session.add(
+        EditionTransition(
+            edition_id=edition.id,
+            at=utcnow(),
+            from_status=edition.status.value,
+            to_status=edition.status.value,
+            actor=actor.strip(),
+            reason=STORY_EDIT + what,
+        )
+    )
+
+
+def story_edits(session: Session, edition_id: int) -> list[EditionTransition]:
+    """The story edits of an edition (moves, exclusions, inclusions), oldest first."""
+    query = select(EditionTransition).where(
+        EditionTransition.edition_id == edition_id, EditionTransition.reason.startswith(STORY_EDIT)
+    )
+    return list(session.scalars(query.order_by(EditionTransition.at, EditionTransition.id)))
 
 
 def _find(stories: list[Story], news_item_id: int, edition_id: int) -> tuple[int, Version]:
@@ -282,7 +309,7 @@ def move_item(
     actor: str = "cli",
 ) -> Edition:
     """Move the story of a news item to ``position`` (1 = first), with all its language versions."""
-    edition = _editable(session, edition_id)
+    edition = _editable(session, edition_id, actor)
     stories = edition_stories(session, settings, edition)
     if not 1 <= position <= len(stories):
         raise InvalidInput(f"position {position} is out of range: edition {edition_id} has {len(stories)} stories")
@@ -292,6 +319,7 @@ def move_item(
     order.insert(position - 1, moved)
     _renumber(order)
     edition.updated_at = utcnow()
+    _log_story_edit(session, edition, actor, f"moved the story of news item {news_item_id} to position {position}")
     session.flush()
     return edition
 
@@ -300,12 +328,13 @@ def exclude_item(
     session: Session, edition_id: int, news_item_id: int, *, settings: Settings | None = None, actor: str = "cli"
 ) -> Edition:
     """Leave one language version out of the edition; it keeps its place should it come back."""
-    edition = _editable(session, edition_id)
+    edition = _editable(session, edition_id, actor)
     _, version = _find(edition_stories(session, settings, edition), news_item_id, edition_id)
     if version.entry.excluded:
         raise Conflict(f"news item {news_item_id} is already excluded from edition {edition_id}")
     version.entry.excluded = True
     edition.updated_at = utcnow()
+    _log_story_edit(session, edition, actor, f"excluded news item {news_item_id}")
     session.flush()
     return edition
 
@@ -317,7 +346,7 @@ def include_item(
 
     A new item joins its story when a version of it is already there, else it goes last.
     """
-    edition = _editable(session, edition_id)
+    edition = _editable(session, edition_id, actor)
     stories = edition_stories(session, settings, edition)
     for story in stories:
         for version in story.versions:
@@ -326,6 +355,7 @@ def include_item(
                     raise Conflict(f"news item {news_item_id} is already in edition {edition_id}")
                 version.entry.excluded = False
                 edition.updated_at = utcnow()
+                _log_story_edit(session, edition, actor, f"included news item {news_item_id} again")
                 session.flush()
                 return edition
     item = session.get(NewsItem, news_item_id)
@@ -351,5 +381,6 @@ def include_item(
     _renumber(order)
     item.status = NewsStatus.IN_EDITION
     edition.updated_at = utcnow()
+    _log_story_edit(session, edition, actor, f"added news item {news_item_id}")
     session.flush()
     return edition

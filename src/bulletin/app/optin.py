@@ -65,13 +65,15 @@ class OptinEmail:
     ``name`` is the greeting: the stored name of a known address, never a stranger's request.
     """
 
-    kind: Literal["confirm", "already_subscribed"]
+    kind: Literal["confirm", "already_subscribed", "welcome"]
     subscriber_id: int
     email: str
     name: str | None
     language: str
     link_nonce: str = ""
     request: dict[str, Any] | None = None
+    # Comma-joined interest keys ("" is every topic), shown in the welcome email.
+    interests: str = ""
 
 
 def optin_url(settings: Settings, plan: OptinEmail) -> str:
@@ -276,6 +278,21 @@ def confirm_by_token(
         subscriber.consent_at = utcnow()
     changed = confirm_subscriber(session, subscriber, actor=ACTOR, ip=ip, user_agent=user_agent)
     return subscriber, changed
+
+
+def welcome_email(settings: Settings, subscriber: Subscriber) -> OptinEmail | None:
+    """The welcome email of a subscription just confirmed, unless ``web.welcome_email`` is off."""
+    if not settings.web.welcome_email:
+        return None
+    return OptinEmail(
+        kind="welcome",
+        subscriber_id=subscriber.id,
+        email=subscriber.email,
+        name=subscriber.name,
+        language=subscriber.language,
+        link_nonce=subscriber.link_nonce,
+        interests=subscriber.interests,
+    )
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, via: str) -> bool:

@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from bulletin.app import throttle
+from bulletin.app.subscribers import normalize_email
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, Conflict, InvalidInput, NotFound
 from bulletin.models import StaffMember, StaffRole, StaffSession, utcnow
@@ -99,8 +100,6 @@ def add_staff(session: Session, name: str, *, role: StaffRole, password: str, em
         raise Conflict(f"a staff member named {name!r} already exists")
     check_password_strength(password)
     if email:
-        from bulletin.app.subscribers import normalize_email
-
         email = normalize_email(email)
     member = StaffMember(name=name, role=role, email=email or None, password_hash=hash_password(password))
     session.add(member)

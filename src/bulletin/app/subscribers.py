@@ -23,6 +23,7 @@ from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.models import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
 from bulletin.models.subscriber import new_link_nonce
+from bulletin.news.topics import topics_key
 
 MAX_NAME_LENGTH = 100
 # Characters that would let a display name pass for an address or markup in a header or page.
@@ -50,8 +51,8 @@ def email_key(email: str) -> str:
 
 
 def interests_key(keys: Iterable[str]) -> str:
-    """Sorted, de-duplicated, comma-joined interest keys; "" means every topic."""
-    return ",".join(sorted({key.strip().lower() for key in keys if key.strip()}))
+    """Interest keys as typed (any case, spaces) in their stored form; "" means every topic."""
+    return topics_key({key.strip().lower() for key in keys})
 
 
 def check_language(settings: Settings, language: str) -> str:

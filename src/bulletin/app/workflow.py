@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bulletin.errors import Conflict, InvalidInput, NotFound
+# The one lookup of an edition lives in app/editions; it is re-exported for the sender.
+from bulletin.app.editions import get_edition as get_edition
+from bulletin.errors import Conflict, Hint, InvalidInput, NextStep
 from bulletin.models import (
     Approval,
     Delivery,
@@ -32,9 +33,6 @@ from bulletin.models import (
     EditionTransition,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -69,36 +67,29 @@ BEFORE_SEND = frozenset({S.DRAFT, S.REVIEW, S.APPROVED, S.SCHEDULED, S.PAUSED})
 _UNFINISHED = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DEFERRED)
 
 
-def refusal(edition: Edition, to_status: EditionStatus) -> str:
+def refusal(edition: Edition, to_status: EditionStatus) -> Conflict:
+    """The Conflict for an illegal move, with the next step when there is one."""
     current = edition.status
     line = f"edition {edition.id} is {current.value}: it cannot {_VERBS[to_status]}"
     if current is S.SENT:
-        return line + " (it has been sent)"
+        return Conflict(line + " (it has been sent)")
     if current is S.CANCELLED:
-        return line + " (it was cancelled)"
+        return Conflict(line + " (it was cancelled)")
     if current is S.DRAFT and to_status in (S.APPROVED, S.SCHEDULED, S.SENDING):
-        return line + f" (submit it for review first: bulletin edition submit {edition.id})"
+        return Conflict(line + " (submit it for review first)", hint=Hint(NextStep.SUBMIT, edition.id))
     if current is S.REVIEW and to_status in (S.SCHEDULED, S.SENDING):
-        return line + f" (it needs approval first: bulletin edition approve {edition.id} --by NAME)"
+        return Conflict(line + " (it needs approval first)", hint=Hint(NextStep.APPROVE, edition.id))
     if to_status is S.PAUSED:
-        return line + " (only a scheduled or sending edition can be paused)"
+        return Conflict(line + " (only a scheduled or sending edition can be paused)")
     if current is S.PAUSED and to_status is S.SENDING:
-        return line + f" (resume it first: bulletin edition resume {edition.id})"
+        return Conflict(line + " (resume it first)", hint=Hint(NextStep.RESUME, edition.id))
     if current is S.SENDING and to_status is S.REVIEW:
-        return line + " (sending has started; pause or cancel it instead)"
-    return line
+        return Conflict(line + " (sending has started; pause or cancel it instead)")
+    return Conflict(line)
 
 
 # ---------------------------------------------------------------------------
 # Lookups
-
-
-def get_edition(session: Session, edition_id: int) -> Edition:
-    """The edition with this id, or NotFound."""
-    edition = session.get(Edition, edition_id)
-    if edition is None:
-        raise NotFound(f"no edition {edition_id}")
-    return edition
 
 
 def valid_approvals(session: Session, edition_id: int) -> list[Approval]:
@@ -149,7 +140,7 @@ def transition(
     if not actor.strip():
         raise InvalidInput("say who is acting (an empty name is not logged)")
     if target not in ALLOWED[edition.status]:
-        raise Conflict(refusal(edition, target))
+        raise refusal(edition, target)
     row = EditionTransition(
         edition_id=edition.id,
         at=utcnow(),
@@ -216,7 +207,7 @@ def resume(session: Session, edition_id: int, actor: str) -> Edition:
     elif edition.scheduled_at is not None:
         transition(session, edition, S.SCHEDULED, actor, "resumed")
     else:
-        raise Conflict(f"edition {edition.id} has no send time: schedule it with bulletin edition schedule")
+        raise Conflict(f"edition {edition.id} has no send time", hint=Hint(NextStep.SCHEDULE, edition.id))
     return edition
 
 
@@ -273,20 +264,19 @@ def parse_send_time(value: str, timezone: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"--at {value!r}: expected a date and time like 2026-12-01 09:00") from None
+        raise InvalidInput(
+            f"send time {value!r}: expected a date and time like 2026-12-01 09:00", hint=Hint(NextStep.SEND_TIME)
+        ) from None
     if parsed.tzinfo is not None:
         return parsed.astimezone(UTC)
     zone = ZoneInfo(timezone)
     local = parsed.replace(tzinfo=zone)
     # A wall-clock time skipped when the clocks go forward does not survive the round trip.
     if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != parsed:
-        raise InvalidInput(f"--at {value!r} does not exist in {timezone} (the clocks change then)")
+        raise InvalidInput(
+            f"send time {value!r} does not exist in {timezone} (the clocks change then)", hint=Hint(NextStep.SEND_TIME)
+        )
     return local.astimezone(UTC)
-
-
-def format_local(moment: datetime, timezone: str) -> str:
-    """A UTC moment as readable local time with its zone abbreviation."""
-    return moment.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 # ---------------------------------------------------------------------------
@@ -323,11 +313,3 @@ def approved_waiting(session: Session) -> list[int]:
     """Editions approved or scheduled whose send has not started (checked for voiding changes)."""
     query = select(Edition.id).where(Edition.status.in_((S.APPROVED, S.SCHEDULED))).order_by(Edition.id)
     return list(session.scalars(query))
-
-
-def sending_editions(session: Session) -> list[int]:
-    return list(session.scalars(select(Edition.id).where(Edition.status == S.SENDING).order_by(Edition.id)))
-
-
-# ---------------------------------------------------------------------------
-# Test sends to reviewers

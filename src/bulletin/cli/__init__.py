@@ -21,7 +21,7 @@ from bulletin import __version__
 from bulletin.cli.failures import USAGE, database_failure, os_failure, overflow_failure, url_failure
 from bulletin.config import ConfigError, Settings, config_path, load_settings
 from bulletin.db import engine_for, reading, sqlite_file_missing, transaction
-from bulletin.errors import BulletinError
+from bulletin.errors import BulletinError, Hint, NextStep
 from bulletin.paths import Protected, database_files, shown, sqlite_database_file
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,6 +98,32 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+def cli_hint(hint: Hint) -> str:
+    """The command line's wording of a domain error's next step."""
+    number = hint.edition_id if hint.edition_id is not None else "N"
+    commands = {
+        NextStep.SUBMIT: f"bulletin edition submit {number}",
+        NextStep.APPROVE: f"bulletin edition approve {number} --by NAME",
+        NextStep.RESUME: f"bulletin edition resume {number}",
+        NextStep.SCHEDULE: f"bulletin edition schedule {number} --at 'YYYY-MM-DD HH:MM'",
+        NextStep.SEND_NOW: f"to send now: bulletin edition send {number}",
+        NextStep.SEND_TIME: "--at 'YYYY-MM-DD HH:MM', in schedule.timezone",
+        NextStep.APPROVER: "name the approver with --by NAME",
+    }
+    return commands[hint.step]
+
+
+def with_cli_hint(exc: BulletinError) -> str:
+    """A domain error's line, followed by its next step as a command."""
+    line = str(exc)
+    if exc.hint is None:
+        return line
+    # "... (submit it for review first)" reads best as "... (submit it for review first: bulletin edition submit 3)".
+    if line.endswith(")"):
+        return f"{line[:-1]}: {cli_hint(exc.hint)})"
+    return f"{line} ({cli_hint(exc.hint)})"
+
+
 class UserError(click.ClickException):
     """One line on stderr and the given exit status."""
 
@@ -160,7 +186,7 @@ class BulletinGroup(click.Group):
         except ConfigError as exc:
             raise UserError(str(exc), exit_code=USAGE) from None
         except BulletinError as exc:
-            raise UserError(str(exc), exit_code=exc.exit_code) from None
+            raise UserError(with_cli_hint(exc), exit_code=exc.exit_code) from None
         except DatabaseError as exc:
             app = ctx.obj if isinstance(ctx.obj, App) else None
             message, status = database_failure(exc, app.database_label() if app else "the database")

@@ -14,9 +14,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from bulletin.cli import App, pass_app
-from bulletin.compose.approval import refresh_approval
+from bulletin.compose.approval import refresh_edition
 from bulletin.config import Settings
 from bulletin.errors import InvalidInput
+from bulletin.i18n import format_local
 
 
 @click.group()
@@ -116,7 +117,7 @@ def _count(number: int, noun: str) -> str:
 
 
 def _when(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return format_local(moment, zone.key, with_zone=False)
 
 
 def _topics(settings: Settings, interests: str) -> str:
@@ -244,17 +245,9 @@ def render(app: App, edition_id: int) -> None:
 
         bulletin edition render 3
     """
-    from bulletin.app.editions import get_edition
-    from bulletin.compose.render import render_variants, store_variants
-
-    settings = app.settings
-    # Rendered in a read transaction, stored in a short write one: the database is not locked meanwhile.
-    with app.reading() as session:
-        rendered = render_variants(session, settings, get_edition(session, edition_id))
-    with app.transaction() as session:
-        current = get_edition(session, edition_id)
-        voided = refresh_approval(session, settings, current, actor=app.actor)
-        store_variants(session, settings, current, rendered)
+    # Rendered once in a reading session, stored in a short write one: the database is not locked meanwhile.
+    refreshed = refresh_edition(app.engine, app.settings, edition_id, actor=app.actor)
+    rendered, voided = refreshed.rendered, refreshed.voided
     if voided:
         click.echo(
             f"The approval of edition {edition_id} is void ({'; '.join(voided)}); it is back in review.", err=True
@@ -297,16 +290,17 @@ def items(
 
     settings = app.settings
     changing = bool(move or exclude or include)
-    with app.transaction() if changing else app.reading() as session:
-        for item_id in include:
-            include_item(session, edition_id, item_id, settings=settings, actor=app.actor)
-        for item_id in exclude:
-            exclude_item(session, edition_id, item_id, settings=settings, actor=app.actor)
-        for item_id, position in move:
-            move_item(session, edition_id, item_id, position, settings=settings, actor=app.actor)
-        voided = (
-            refresh_approval(session, settings, get_edition(session, edition_id), actor=app.actor) if changing else []
-        )
+    if changing:
+        with app.transaction() as session:
+            for item_id in include:
+                include_item(session, edition_id, item_id, settings=settings, actor=app.actor)
+            for item_id in exclude:
+                exclude_item(session, edition_id, item_id, settings=settings, actor=app.actor)
+            for item_id, position in move:
+                move_item(session, edition_id, item_id, position, settings=settings, actor=app.actor)
+    # The approval is checked against the new content (and the previews stored) outside the write.
+    voided = refresh_edition(app.engine, settings, edition_id, actor=app.actor).voided if changing else []
+    with app.reading() as session:
         stories = edition_stories(session, settings, get_edition(session, edition_id))
         lines = []
         for story in stories:

@@ -9,7 +9,9 @@ from types import FrameType
 
 import click
 
+from bulletin.app.editions import get_edition
 from bulletin.cli import App, pass_app
+from bulletin.i18n import format_local
 from bulletin.runners.scheduler import current_holder, describe_holder
 
 
@@ -82,15 +84,15 @@ def status_command(app: App) -> None:
     else:
         click.echo(
             f"Scheduler: {describe_holder(holder.holder)}, since "
-            f"{workflow.format_local(holder.acquired_at, timezone)}, "
-            f"last heartbeat {workflow.format_local(holder.heartbeat_at, timezone)}"
+            f"{format_local(holder.acquired_at, timezone)}, "
+            f"last heartbeat {format_local(holder.heartbeat_at, timezone)}"
         )
     click.echo(f"Periodic edition: '{app.settings.schedule.cron}' ({timezone})")
     with app.reading() as session:
-        waiting = [workflow.get_edition(session, i) for i in workflow.approved_waiting(session)]
+        waiting = [get_edition(session, i) for i in workflow.approved_waiting(session)]
         rows = [(e.id, e.status.value, e.scheduled_at) for e in waiting]
     for edition_id, status, at in rows:
-        when = workflow.format_local(at, timezone) if at else "no send time"
+        when = format_local(at, timezone) if at else "no send time"
         click.echo(f"  edition {edition_id}: {status}, {when}")
 
 

@@ -13,7 +13,7 @@ import click
 
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
-from bulletin.compose.approval import refresh_approval, start_sending
+from bulletin.compose.approval import record_void, start_sending
 from bulletin.errors import Conflict, InvalidInput, NotFound
 from bulletin.mta.ledger import (
     SendReport,
@@ -76,13 +76,13 @@ def send_command(
 
 
 def _test_send(app: App, edition_id: int, addresses: list[str], lang: str | None, interests: str | None) -> None:
-    from email.utils import make_msgid
-
     from bulletin.app import links
     from bulletin.app.subscribers import find_subscriber, interests_key, normalize_email
     from bulletin.compose import placeholders
+    from bulletin.compose.variants import variant_key
     from bulletin.models import Edition, EditionVariant
-    from bulletin.mta import mail, smtp
+    from bulletin.mta import smtp
+    from bulletin.mta.notices import VariantCopy, copy_for_tester
 
     settings = app.settings
     language = lang or settings.default_language
@@ -102,23 +102,23 @@ def _test_send(app: App, edition_id: int, addresses: list[str], lang: str | None
             )
         people = {address: find_subscriber(session, address) for address in recipients}
         marker = placeholders.edition_marker(session, edition_id)
+    copy = VariantCopy(edition_id, variant_key(language, wanted), variant.subject, variant.html, variant.text, marker)
     for address in recipients:
         subscriber = people[address]
         subscriber_id = subscriber.id if subscriber else 0
+        # A subscriber testing gets their own links, so the copy shows exactly what they will receive.
         nonce = subscriber.link_nonce if subscriber else ""
         unsubscribe = links.subscriber_url(settings, "unsubscribe", subscriber_id, address, nonce)
         preferences = links.subscriber_url(settings, "preferences", subscriber_id, address, nonce)
         values = placeholders.recipient_values(subscriber.name if subscriber else None, unsubscribe, preferences)
-        message = mail.build_message(
+        message = copy_for_tester(
             settings,
+            copy,
             to_email=address,
             to_name=subscriber.name if subscriber else None,
-            subject=f"[TEST] {variant.subject}",
-            html=placeholders.fill(variant.html, marker, values, html=True),
-            text=placeholders.fill(variant.text, marker, values, html=False),
-            message_id=make_msgid(idstring=f"test.{edition_id}", domain=mail.sender_domain(settings)),
+            language=subscriber.language if subscriber else language,
+            values=values,
             list_unsubscribe_url=unsubscribe,
-            extra_headers={"X-Bulletin-Test": f"edition {edition_id}, variant {language}|{wanted}"},
         )
         try:
             smtp.send_one(settings, message)
@@ -201,14 +201,12 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
-    from bulletin.app import workflow
 
     settings, engine = app.settings, app.engine
     worker = worker_name("cli")
     with sending_as(engine, worker):
         # A voided approval is recorded in its own transaction, even though the send is then refused.
-        with app.transaction() as session:
-            problems = refresh_approval(session, settings, workflow.get_edition(session, edition_id))
+        problems = record_void(engine, settings, edition_id, actor=app.actor)
         if problems:
             raise Conflict(
                 f"approval of edition {edition_id} is void because {'; '.join(problems)}: it needs approval again"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from bulletin.app.editions import get_edition
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
-from bulletin.compose.approval import approve, refresh_approval, schedule
+from bulletin.compose.approval import approve, record_void, schedule
+from bulletin.i18n import format_local
 from bulletin.mta.review import send_review
 
 _BY_HELP = "Who is acting, as logged in the edition's history (default: cli)."
@@ -14,11 +16,7 @@ _BY_HELP = "Who is acting, as logged in the edition's history (default: cli)."
 
 def _refresh_approval(app: App, edition_id: int, actor: str) -> None:
     """Record a void approval in its own transaction, so it stays void when the command is refused."""
-    from bulletin.app import workflow
-
-    with app.transaction() as session:
-        current = workflow.get_edition(session, edition_id)
-        problems = refresh_approval(session, app.settings, current, actor=actor)
+    problems = record_void(app.engine, app.settings, edition_id, actor=actor)
     if problems:
         click.echo(
             f"The approval of edition {edition_id} is void ({'; '.join(problems)}); it is back in review.", err=True
@@ -78,9 +76,9 @@ def approve_command(app: App, edition_id: int, approver: str) -> None:
     """
     from bulletin.app import workflow
 
-    with app.transaction() as session:
-        approval = approve(session, app.settings, edition_id, approver)
-        current = workflow.get_edition(session, edition_id)
+    approval = approve(app.engine, app.settings, edition_id, approver)
+    with app.reading() as session:
+        current = get_edition(session, edition_id)
         count = len({a.approver.casefold() for a in workflow.valid_approvals(session, edition_id)})
         status = current.status
     needed = app.settings.workflow.approvals_required
@@ -145,7 +143,6 @@ def schedule_command(app: App, edition_id: int, at: str, actor: str) -> None:
 
         bulletin edition schedule 12 --at "2026-12-01 09:00"
     """
-    from bulletin.app import workflow
 
     _refresh_approval(app, edition_id, actor)
     with app.transaction() as session:
@@ -154,7 +151,7 @@ def schedule_command(app: App, edition_id: int, at: str, actor: str) -> None:
     assert when is not None
     timezone = app.settings.schedule.timezone
     click.echo(
-        f"Edition {edition_id} scheduled for {workflow.format_local(when, timezone)} ({timezone}), "
+        f"Edition {edition_id} scheduled for {format_local(when, timezone)} ({timezone}), "
         f"{when:%Y-%m-%d %H:%M} UTC. The scheduler ('bulletin scheduler run') sends it."
     )
 
@@ -236,21 +233,20 @@ def history_command(app: App, edition_id: int) -> None:
 
     timezone = app.settings.schedule.timezone
     with app.reading() as session:
-        current = workflow.get_edition(session, edition_id)
+        current = get_edition(session, edition_id)
         transitions = workflow.transitions_of(session, edition_id)
         approvals = workflow.approvals_of(session, edition_id)
         status, scheduled_at = current.status, current.scheduled_at
     headline = f"Edition {edition_id}: {status.value}"
     if scheduled_at is not None and status in (workflow.S.SCHEDULED, workflow.S.PAUSED, workflow.S.SENDING):
-        headline += f", send time {workflow.format_local(scheduled_at, timezone)}"
+        headline += f", send time {format_local(scheduled_at, timezone)}"
     click.echo(headline)
     if not transitions:
         click.echo("  created, never moved")
     for row in transitions:
         reason = f"  ({row.reason})" if row.reason else ""
         click.echo(
-            f"  {workflow.format_local(row.at, timezone)}  {row.from_status:>9} -> {row.to_status:<9}"
-            f"  by {row.actor}{reason}"
+            f"  {format_local(row.at, timezone)}  {row.from_status:>9} -> {row.to_status:<9}  by {row.actor}{reason}"
         )
     if approvals:
         click.echo("Approvals:")
@@ -258,10 +254,10 @@ def history_command(app: App, edition_id: int) -> None:
         state = (
             "valid"
             if approval.voided_at is None
-            else f"void since {workflow.format_local(approval.voided_at, timezone)}: {approval.void_reason}"
+            else f"void since {format_local(approval.voided_at, timezone)}: {approval.void_reason}"
         )
         click.echo(
-            f"  {workflow.format_local(approval.at, timezone)}  {approval.approver}, "
+            f"  {format_local(approval.at, timezone)}  {approval.approver}, "
             f"{len(approval.variant_hashes)} variant(s), {state}"
         )
 

@@ -3,39 +3,25 @@
 An approval is locked to the content hash of every variant at the moment it is given; the
 approved rendering stays stored in ``edition_variants`` and the sender sends those bytes.
 Anything that would change what a subscriber receives voids the approval and sends the edition
-back to review. :func:`check_approval` re-renders and compares before any send starts.
+back to review. :func:`record_void` re-renders and compares (in a reading session) before any
+schedule or send, and records a void in its own transaction; :func:`check_approval` then refuses
+without changing anything.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bulletin.compose.render import render_edition, render_fingerprint, render_variants
-from bulletin.compose.variants import plan_variants, stored_variants, variant_key
-from bulletin.config import Settings
-from bulletin.errors import Conflict, InvalidInput
-from bulletin.models import (
-    Approval,
-    Edition,
-    EditionItem,
-    NewsItem,
-    utcnow,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from bulletin.app.editions import get_edition
 from bulletin.app.workflow import (
     BEFORE_SEND,
     S,
-    format_local,
-    get_edition,
     list_keys,
     parse_send_time,
     refusal,
@@ -43,6 +29,19 @@ from bulletin.app.workflow import (
     valid_approvals,
     void_approvals,
     with_reason,
+)
+from bulletin.compose.render import RenderedVariant, render_fingerprint, render_variants, store_variants
+from bulletin.compose.variants import plan_variants, stored_variants, variant_key
+from bulletin.config import Settings
+from bulletin.db import reading, transaction
+from bulletin.errors import Conflict, Hint, InvalidInput, NextStep
+from bulletin.i18n import format_local
+from bulletin.models import (
+    Approval,
+    Edition,
+    EditionItem,
+    NewsItem,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -83,12 +82,21 @@ def _changed_news(session: Session, edition: Edition, since: datetime) -> list[N
     return list(session.scalars(query))
 
 
-def approval_problems(session: Session, settings: Settings, edition: Edition, *, full: bool = True) -> list[str]:
+def approval_problems(
+    session: Session,
+    settings: Settings,
+    edition: Edition,
+    *,
+    full: bool = True,
+    rendered: Sequence[RenderedVariant] | None = None,
+) -> list[str]:
     """Why the edition's approval no longer matches what would be sent; empty while it holds.
 
     The quick check (``full=False``) compares the config fingerprint, the planned variants,
     the stored hashes and re-ingested news; the full check also re-renders every variant and
-    compares its hash with the approved one (an item moved, excluded or included).
+    compares its hash with the approved one (an item moved, excluded or included). A caller
+    that has just rendered the planned variants passes them as ``rendered`` so they are not
+    rendered twice.
     """
     approvals = valid_approvals(session, edition.id)
     if not approvals:
@@ -105,8 +113,9 @@ def approval_problems(session: Session, settings: Settings, edition: Edition, *,
     # A re-ingested item only matters if it changes what a variant renders, so re-render to be sure.
     reingested = _changed_news(session, edition, min(a.at for a in approvals))
     if full or reingested:
-        rendered = render_variants(session, settings, edition, planned)
-        changed = sorted(v.key for v in rendered if v.content_hash != approved[v.key])
+        if rendered is None:
+            rendered = render_variants(session, settings, edition, planned)
+        changed = sorted(v.key for v in rendered if v.key in approved and v.content_hash != approved[v.key])
         if changed:
             cause = ", ".join(f"news item {item.id} re-ingested" for item in reingested[:3])
             problems.append(
@@ -120,8 +129,8 @@ def refresh_approval(
 ) -> list[str]:
     """Void the approval (and return the edition to review) if its content changed; return why.
 
-    Use it in its own transaction before :func:`start_sending` so the void is recorded even
-    though the send is refused.
+    It renders in the session it is given: the edges call :func:`record_void` instead, which
+    renders in a reading session and records the void in a short transaction of its own.
     """
     if edition.status not in BEFORE_SEND or edition.send_started_at is not None:
         return []
@@ -133,49 +142,145 @@ def refresh_approval(
     return problems
 
 
+def record_void(engine: Engine, settings: Settings, edition_id: int, *, actor: str, full: bool = True) -> list[str]:
+    """Check an edition's approval and, if its content changed, void it in a transaction of its own; return why.
+
+    Every edge (CLI, web, scheduler) calls this before an action that needs a valid approval
+    (schedule, send, approve again): the void is committed whatever the action then decides,
+    and the action itself never mutates and then raises. The check renders in a reading
+    session; the write is short and only voids the approvals that were checked.
+    """
+    with reading(engine) as session:
+        edition = get_edition(session, edition_id)
+        if edition.status not in BEFORE_SEND or edition.send_started_at is not None:
+            return []
+        checked = {a.id for a in valid_approvals(session, edition.id)}
+        if not checked:
+            return []
+        problems = approval_problems(session, settings, edition, full=full)
+    if not problems:
+        return []
+    with transaction(engine) as session:
+        edition = get_edition(session, edition_id)
+        # An approval given meanwhile was given to the new content: leave it alone.
+        if {a.id for a in valid_approvals(session, edition.id)} - checked:
+            return []
+        void_approvals(session, edition, "; ".join(problems), actor=actor)
+    return problems
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What :func:`refresh_edition` did: the new rendering, and why the approval is void (empty if it holds)."""
+
+    rendered: list[RenderedVariant]
+    voided: list[str]
+
+
+def refresh_edition(engine: Engine, settings: Settings, edition_id: int, *, actor: str) -> Refreshed:
+    """After a change of content: render once, record a void the change causes, store the new rendering.
+
+    The rendering runs in a reading session; the void and the stored variants are written in
+    one short transaction, refused if the edition changed meanwhile.
+    """
+    with reading(engine) as session:
+        edition = get_edition(session, edition_id)
+        if edition.status not in BEFORE_SEND or edition.send_started_at is not None:
+            # What a send started with is locked: its stored rendering is what goes out.
+            raise Conflict(f"edition {edition.id} is {edition.status.value}: its rendering can no longer change")
+        seen = edition.updated_at
+        rendered = render_variants(session, settings, edition)
+        checked = {a.id for a in valid_approvals(session, edition.id)}
+        problems = approval_problems(session, settings, edition, rendered=rendered) if checked else []
+    with transaction(engine) as session:
+        edition = get_edition(session, edition_id)
+        if edition.updated_at != seen or {a.id for a in valid_approvals(session, edition.id)} - checked:
+            raise Conflict(f"edition {edition_id} changed while it was being rendered: render it again")
+        if problems:
+            void_approvals(session, edition, "; ".join(problems), actor=actor)
+        store_variants(session, settings, edition, rendered)
+    return Refreshed(rendered, problems)
+
+
 def check_approval(session: Session, settings: Settings, edition: Edition) -> None:
-    """Re-render and compare with the approval; void it and raise Conflict if anything differs."""
+    """Raise Conflict unless the edition holds enough valid approvals of what it would send now.
+
+    It changes nothing, and re-renders only what re-ingested news may have changed: the full
+    re-render runs just before, in :func:`record_void`, outside the write transaction.
+    """
     if not valid_approvals(session, edition.id):
-        raise Conflict(f"edition {edition.id} is not approved (bulletin edition approve {edition.id} --by NAME)")
-    problems = refresh_approval(session, settings, edition)
+        raise Conflict(f"edition {edition.id} is not approved", hint=Hint(NextStep.APPROVE, edition.id))
+    problems = approval_problems(session, settings, edition, full=False)
     if problems:
         raise Conflict(
-            f"approval of edition {edition.id} is void because {'; '.join(problems)}: "
-            "it is back in review and needs approval again"
+            f"the approval of edition {edition.id} no longer matches because {'; '.join(problems)}: "
+            "it needs approval again",
+            hint=Hint(NextStep.APPROVE, edition.id),
         )
     needed = settings.workflow.approvals_required
     approvers = {a.approver for a in valid_approvals(session, edition.id)}
     if len(approvers) < needed:
-        raise Conflict(f"edition {edition.id} has {len(approvers)} of the {needed} approvals it needs")
+        raise Conflict(
+            f"edition {edition.id} has {len(approvers)} of the {needed} approvals it needs",
+            hint=Hint(NextStep.APPROVE, edition.id),
+        )
 
 
-def approve(session: Session, settings: Settings, edition_id: int, approver: str) -> Approval:
-    """Render every variant, refuse if any has problems, and record the approver with each hash.
+@dataclass(frozen=True)
+class _Rendering:
+    """What an approval is given to: the variants rendered in a reading session, and when the edition last changed."""
+
+    variants: list[RenderedVariant]
+    edition_updated_at: datetime
+
+
+def approve(engine: Engine, settings: Settings, edition_id: int, approver: str) -> Approval:
+    """Render every variant once, refuse if any has problems, and record the approver with each hash.
 
     The edition becomes ``approved`` once ``workflow.approvals_required`` distinct people
-    have approved the same rendering.
+    have approved the same rendering. The rendering runs in a reading session; the approval
+    and the stored variants are written in one short transaction afterwards.
     """
     approver = approver.strip()
     if not approver:
-        raise InvalidInput("say who approves: --by NAME")
-    edition = get_edition(session, edition_id)
-    needed = settings.workflow.approvals_required
-    if edition.status in (S.APPROVED, S.SCHEDULED):
-        refresh_approval(session, settings, edition, actor=approver)
-    if edition.status in (S.APPROVED, S.SCHEDULED):
-        return _add_approval(session, edition, approver, needed)
-    if edition.status is not S.REVIEW:
-        raise Conflict(refusal(edition, S.APPROVED))
+        raise InvalidInput("say who approves (an empty name is not logged)", hint=Hint(NextStep.APPROVER))
+    with reading(engine) as session:
+        status = get_edition(session, edition_id).status
+    if status in (S.APPROVED, S.SCHEDULED):
+        # An approved edition whose content changed goes back to review first (and is rendered afresh below).
+        record_void(engine, settings, edition_id, actor=approver)
+    with reading(engine) as session:
+        edition = get_edition(session, edition_id)
+        rendering: _Rendering | None = None
+        if edition.status is S.REVIEW:
+            rendering = _Rendering(render_variants(session, settings, edition), edition.updated_at)
+        elif edition.status not in (S.APPROVED, S.SCHEDULED):
+            raise refusal(edition, S.APPROVED)
+    with transaction(engine) as session:
+        edition = get_edition(session, edition_id)
+        if rendering is None:
+            if edition.status not in (S.APPROVED, S.SCHEDULED):
+                raise refusal(edition, S.APPROVED)
+            return _add_approval(session, edition, approver, settings.workflow.approvals_required)
+        if edition.status is not S.REVIEW or edition.updated_at != rendering.edition_updated_at:
+            raise Conflict(f"edition {edition.id} changed while it was being rendered: approve it again")
+        return _approve_rendering(session, settings, edition, approver, rendering.variants)
 
-    variants = render_edition(session, settings, edition)
+
+def _approve_rendering(
+    session: Session, settings: Settings, edition: Edition, approver: str, variants: list[RenderedVariant]
+) -> Approval:
+    """Store the rendering an approver saw and record their approval of it (no rendering here)."""
+    needed = settings.workflow.approvals_required
     if not variants:
         raise Conflict(f"edition {edition.id} has no variant to approve: there are no active subscribers")
     if all(v.item_count == 0 for v in variants):
         raise Conflict(f"edition {edition.id} has no news items: include some before approving it")
-    problems = [f"{variant_key(v.language, v.interests)}: {problem}" for v in variants for problem in v.problems]
+    problems = [f"{v.key}: {problem}" for v in variants for problem in v.problems]
     if problems:
         raise Conflict(f"edition {edition.id} cannot be approved: " + list_keys(problems, limit=3))
-    hashes = {variant_key(v.language, v.interests): v.content_hash for v in variants}
+    store_variants(session, settings, edition, variants)
+    hashes = {v.key: v.content_hash for v in variants}
 
     # Approvals given to an earlier rendering no longer count.
     earlier = valid_approvals(session, edition.id)
@@ -228,14 +333,16 @@ def schedule(
     *,
     now: datetime | None = None,
 ) -> Edition:
-    """Set the send time of an approved edition (approved, scheduled or paused before sending)."""
+    """Set the send time of an approved edition (approved, scheduled or paused before sending).
+
+    A refusal changes nothing; call :func:`record_void` first so that a void approval is recorded.
+    """
     edition = get_edition(session, edition_id)
     when = parse_send_time(at, settings.schedule.timezone) if isinstance(at, str) else at.astimezone(UTC)
     current = now or utcnow()
     if when < current - timedelta(seconds=60):
         raise InvalidInput(
-            f"{format_local(when, settings.schedule.timezone)} is in the past; "
-            f"to send now use bulletin edition send {edition.id}"
+            f"{format_local(when, settings.schedule.timezone)} is in the past", hint=Hint(NextStep.SEND_NOW, edition.id)
         )
     if edition.status is S.PAUSED and edition.send_started_at is not None:
         raise Conflict(f"edition {edition.id} has started sending: resume it instead of scheduling it")
@@ -261,7 +368,7 @@ def start_sending(session: Session, settings: Settings, edition_id: int, actor: 
             raise Conflict(f"edition {edition.id} is sending but its stored rendering is not the approved one")
         return edition
     if edition.status not in (S.APPROVED, S.SCHEDULED):
-        raise Conflict(refusal(edition, S.SENDING))
+        raise refusal(edition, S.SENDING)
     check_approval(session, settings, edition)
     transition(session, edition, S.SENDING, actor, "send started")
     edition.send_started_at = utcnow()

@@ -18,8 +18,10 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine
 
+from bulletin.app.editions import get_edition
 from bulletin.compose import placeholders
-from bulletin.compose.render import RenderedVariant, shipped_templates_dir
+from bulletin.compose.render import RenderedVariant, render_variants, shipped_templates_dir
+from bulletin.compose.variants import plan_variants, variant_subscriber_counts
 from bulletin.config import Settings
 from bulletin.db import make_private_dir, reading
 from bulletin.errors import BulletinError
@@ -70,10 +72,6 @@ def index_path(settings: Settings, edition_id: int, out: str | None = None) -> P
 
 def write_preview(engine: Engine, settings: Settings, edition_id: int, *, out: str | None = None) -> Path:
     """Render every planned variant of an edition, write its previews and index page; return the index."""
-    from bulletin.app.editions import get_edition
-    from bulletin.compose.render import render_variants
-    from bulletin.compose.variants import plan_variants, variant_subscriber_counts
-
     with reading(engine) as session:
         edition = get_edition(session, edition_id)
         counts = variant_subscriber_counts(session, settings)

@@ -50,6 +50,7 @@ from bulletin.config import Settings
 from bulletin.errors import BulletinError, InvalidInput
 from bulletin.i18n import catalog_path, translations
 from bulletin.models import Edition, EditionVariant, NewsItem, utcnow
+from bulletin.news.topics import topics_key
 
 TEXT_WIDTH = 78
 LAYOUT = "email/layout.mjml.j2"
@@ -577,7 +578,7 @@ class EditionRenderer:
         unknown = [key for key in interests.split(",") if key and key not in settings.interest_keys]
         if unknown:
             raise InvalidInput(f"unknown topic {unknown[0]!r} (topics are {', '.join(settings.interest_keys)})")
-        interests = ",".join(sorted({key for key in interests.split(",") if key}))
+        interests = topics_key(interests.split(","))
         items = self.select(language, interests)
         preheader = _preheader(items)
         topics_line = placeholders.neutralise_text(_topics_line(settings, language, interests))

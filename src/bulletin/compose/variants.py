@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
 from bulletin.models import Edition, EditionVariant, Subscriber, SubscriberStatus
+from bulletin.news.topics import topics_key
 
 TEXT_WIDTH = 78
 LAYOUT = "email/layout.mjml.j2"
@@ -27,8 +28,7 @@ def subscriber_variant(settings: Settings, language: str, interests: str) -> tup
     if language not in settings.languages:
         language = settings.default_language
     known = set(settings.interest_keys)
-    keys = sorted({key for key in interests.split(",") if key in known})
-    return language, ",".join(keys)
+    return language, topics_key({key for key in interests.split(",") if key in known})
 
 
 def variant_subscriber_counts(session: Session, settings: Settings) -> dict[tuple[str, str], int]:

@@ -150,7 +150,8 @@ def build_message(
     message["From"] = _from_header(settings)
     if settings.sender.reply_to:
         message["Reply-To"] = settings.sender.reply_to
-    message["To"] = formataddr((to_name or "", to_email))
+    # The whole display name is one encoded phrase, so a name holding "<", "@" or "(" cannot add an address.
+    message["To"] = Address(display_name=to_name or "", addr_spec=to_email)
     message["Subject"] = subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = message_id

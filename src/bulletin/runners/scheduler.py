@@ -43,14 +43,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from bulletin.app import workflow
-from bulletin.compose.approval import refresh_approval
+from bulletin.app import editions, workflow
+from bulletin.app.editions import get_edition
+from bulletin.compose.approval import record_void
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import BulletinError, Conflict
+from bulletin.i18n import format_local
 from bulletin.models import Lock, utcnow
+from bulletin.mta.ledger import sending_editions
+from bulletin.mta.notices import void_notice_message
 from bulletin.mta.review import send_review
-from bulletin.mta.sender import send_edition
+from bulletin.mta.sender import retry_due, send_edition
+from bulletin.mta.smtp import send_one
+from bulletin.news.ingest import ingest_sources
 from bulletin.runners.cron import CronError, crontab_trigger
 
 log = logging.getLogger(__name__)
@@ -198,18 +204,16 @@ def tick(
     id -> its ``updated_at`` when last compared) an edition nobody touched since gets the quick
     check only (config, stored hashes, new variants, re-ingested news).
     """
-    from bulletin.mta.sender import retry_due
-
     report = TickReport()
     with reading(engine) as session:
         waiting = workflow.approved_waiting(session)
     for edition_id in waiting:
         try:
-            with transaction(engine) as session:
-                edition = workflow.get_edition(session, edition_id)
-                touched = edition.updated_at
-                full = checked is None or checked.get(edition_id) != touched
-                problems = refresh_approval(session, settings, edition, actor="scheduler", full=full)
+            with reading(engine) as session:
+                touched = get_edition(session, edition_id).updated_at
+            full = checked is None or checked.get(edition_id) != touched
+            # Rendered in a reading session; a void is committed in its own transaction.
+            problems = record_void(engine, settings, edition_id, actor="scheduler", full=full)
         except BulletinError as exc:
             log.error("edition %s: could not check its approval: %s", edition_id, exc)
             continue
@@ -241,9 +245,7 @@ def tick(
 
     report.retried = retry_due(engine, settings, worker=worker).attempted
     # Retries may have settled the last deliveries of an edition.
-    with reading(engine) as session:
-        sending = workflow.sending_editions(session)
-    for edition_id in sending:
+    for edition_id in sending_editions(engine):
         with transaction(engine) as session:
             if workflow.finish_sending(session, edition_id, "scheduler").status is workflow.S.SENT:
                 report.sent.append(edition_id)
@@ -254,33 +256,12 @@ def notify_void(settings: Settings, edition_id: int, problems: list[str]) -> Non
     """Tell ``workflow.reviewers`` that an approved edition went back to review, and why.
 
     Nobody watches the scheduler: without this, a scheduled edition whose approval was voided
-    would silently not go out.
+    would silently not go out. Reviewers are addresses without a language of their own, so the
+    notice is in ``default_language``.
     """
-    from email.utils import make_msgid
-
-    from bulletin.mta.mail import build_message, sender_domain
-    from bulletin.mta.smtp import send_one
-
-    base = settings.web.base_url.rstrip("/")
-    text = (
-        f"Edition {edition_id} is back in review: its approval is void because {'; '.join(problems)}.\n\n"
-        "It will not be sent until it is approved again. Check it and approve it:\n\n"
-        f"    bulletin edition history {edition_id}\n"
-        f"    bulletin edition review {edition_id}\n"
-        f"    bulletin edition approve {edition_id} --by NAME\n\n"
-        f"Staff pages: {base}/staff/editions/{edition_id}\n"
-    )
     for address in settings.workflow.reviewers:
-        message = build_message(
-            settings,
-            to_email=address,
-            to_name=None,
-            subject=f"[{settings.organisation.list_name}] Edition {edition_id} needs approval again",
-            html="",
-            text=text,
-            message_id=make_msgid(idstring=f"void.{edition_id}", domain=sender_domain(settings)),
-            list_unsubscribe_url=None,
-            extra_headers={"Auto-Submitted": "auto-generated"},
+        message = void_notice_message(
+            settings, to_email=address, edition_id=edition_id, problems=problems, language=settings.default_language
         )
         try:
             send_one(settings, message)
@@ -291,8 +272,6 @@ def notify_void(settings: Settings, edition_id: int, problems: list[str]) -> Non
 
 def ingest_configured_sources(engine: Engine, settings: Settings) -> None:
     """Read ``ingest.feeds`` and ``ingest.folders``; a failing source is logged, not fatal."""
-    from bulletin.news.ingest import ingest_sources
-
     sources = [*settings.ingest.feeds, *(str(settings.resolve_path(f)) for f in settings.ingest.folders)]
     if not sources:
         log.info("no feeds or folders configured: nothing to ingest")
@@ -313,8 +292,6 @@ def ingest_configured_sources(engine: Engine, settings: Settings) -> None:
 
 def periodic_edition(engine: Engine, settings: Settings, *, actor: str = "scheduler") -> int | None:
     """Ingest, draft the edition of the period and send it to the reviewers; return its id."""
-    from bulletin.app import editions
-
     ingest_configured_sources(engine, settings)
     try:
         with transaction(engine) as session:
@@ -495,7 +472,7 @@ class BulletinScheduler:
         if job is None or job.next_run_time is None:
             return "-"
         moment: datetime = job.next_run_time
-        return moment.strftime("%Y-%m-%d %H:%M %Z")
+        return format_local(moment, self.settings.schedule.timezone)
 
     def heartbeat(self) -> None:
         """Renew the lock; stop everything if another process took it over."""

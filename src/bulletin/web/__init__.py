@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     """Build the ASGI application (its modules load on first use: only `bulletin serve` needs them)."""
+    # Loaded on first use: only `bulletin serve` and the tests need Starlette and the page modules.
     from bulletin.web.app import create_app as _create_app
 
     return _create_app(settings, engine)

@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import jinja2
 from markupsafe import Markup
@@ -22,7 +21,7 @@ from starlette.routing import NoMatchFound, Route
 
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
-from bulletin.i18n import PageText, page_text
+from bulletin.i18n import PageText, format_local, page_text
 from bulletin.web.language import language_name, negotiate
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -31,10 +30,8 @@ T = TypeVar("T")
 
 
 def make_environment(timezone: str = "UTC") -> jinja2.Environment:
-    zone = ZoneInfo(timezone)
-
     def local_time(moment: datetime | None) -> str:
-        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if moment else ""
+        return format_local(moment, timezone) if moment else ""
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bulletin.app.links import InvalidToken
-from bulletin.app.optin import Confirmation, confirm_by_token, read_confirmation
+from bulletin.app.optin import Confirmation, OptinEmail, confirm_by_token, read_confirmation, welcome_email
 from bulletin.models import SubscriberStatus
+from bulletin.mta.notices import send_optin_email
 from bulletin.web.pages import (
     CSRF_FIELD,
     client_ip,
@@ -81,15 +83,20 @@ async def confirm_submit(request: Request) -> Response:
     ip = client_ip(request)
     agent = user_agent(request)
 
-    def work(session: Session) -> LinkedSubscriber:
-        settings = settings_of(request)
-        subscriber, _changed = confirm_by_token(session, settings, token, ip=ip, user_agent=agent)
+    settings = settings_of(request)
+
+    def work(session: Session) -> tuple[LinkedSubscriber, OptinEmail | None]:
+        subscriber, changed = confirm_by_token(session, settings, token, ip=ip, user_agent=agent)
         if subscriber is None:
-            return _shown(request, read_confirmation(session, settings, token))
-        return describe(request, subscriber)
+            return _shown(request, read_confirmation(session, settings, token)), None
+        return describe(request, subscriber), welcome_email(settings, subscriber) if changed else None
 
     try:
-        subscriber = await write(request, work)
+        subscriber, welcome = await write(request, work)
     except InvalidToken as exc:
         return link_error(request, exc, "confirm", text)
-    return render(request, "confirm.html", {"subscriber": subscriber, "done": True}, text=text)
+    # The welcome email goes out after the answer, as the other opt-in emails do.
+    background = BackgroundTask(send_optin_email, settings, welcome) if welcome is not None else None
+    response = render(request, "confirm.html", {"subscriber": subscriber, "done": True}, text=text)
+    response.background = background
+    return response

@@ -17,24 +17,30 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from bulletin.app import editions, workflow
+from bulletin.app.editions import EDITABLE, edition_stories, get_edition
 from bulletin.compose import approval, placeholders
-from bulletin.compose.approval import refresh_approval
-from bulletin.compose.render import render_edition
+from bulletin.compose.approval import refresh_edition
+from bulletin.compose.render import render_fingerprint
+from bulletin.compose.variants import variant_key, variant_subscriber_counts
 from bulletin.config import Settings
-from bulletin.errors import BulletinError, InvalidInput, NotFound
+from bulletin.errors import BulletinError, Hint, InvalidInput, NextStep, NotFound
+from bulletin.i18n import PageText
 from bulletin.models import (
     Approval,
-    Edition,
     EditionStatus,
     EditionTransition,
     EditionVariant,
     StaffRole,
 )
 from bulletin.models.base import MAX_INTEGER_ID
+from bulletin.mta.ledger import delivery_counts
+from bulletin.mta.notices import VariantCopy, copy_for_tester, sample_values, topic_labels
+from bulletin.mta.smtp import send_one
 from bulletin.web.auth import StaffUser, forbidden, staff_view
 from bulletin.web.headers import EMAIL_FRAME_POLICY, PREVIEW_GRID_POLICY
 from bulletin.web.language import language_name
-from bulletin.web.pages import flash, page_language, read, render, settings_of, write
+from bulletin.web.pages import engine_of, flash, page_language, read, render, settings_of, write
 
 S = EditionStatus
 # Which status changes the page offers, and the role each needs.
@@ -46,7 +52,6 @@ STATUS_ACTIONS: dict[str, StaffRole] = {
     "cancel": StaffRole.APPROVER,
 }
 ARRANGE_ACTIONS = ("up", "down", "exclude", "include")
-TEST_SUBJECT_PREFIX = "[TEST] "
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,6 @@ class EditionView:
 
     @property
     def editable(self) -> bool:
-        from bulletin.app.editions import EDITABLE
-
         return self.status in EDITABLE
 
     @property
@@ -116,27 +119,8 @@ class EditionView:
         return [a.approver for a in self.approvals if a.voided_at is None]
 
 
-def topic_labels(settings: Settings, interests: str, language: str) -> list[str]:
-    labels = []
-    for key in interests.split(","):
-        if not key:
-            continue
-        try:
-            labels.append(settings.interest(key).labels.get(language, key))
-        except KeyError:
-            labels.append(key)
-    return labels
-
-
 def load_edition(session: Session, settings: Settings, edition_id: int, language: str) -> EditionView:
-    from bulletin.app.editions import edition_stories
-    from bulletin.compose.render import render_fingerprint
-    from bulletin.compose.variants import variant_key, variant_subscriber_counts
-    from bulletin.mta.sender import delivery_counts
-
-    edition = session.get(Edition, edition_id)
-    if edition is None:
-        raise NotFound(f"no edition {edition_id}")
+    edition = get_edition(session, edition_id)
     view = EditionView(
         id=edition.id,
         status=edition.status,
@@ -206,6 +190,25 @@ def _back(edition_id: int, anchor: str = "") -> RedirectResponse:
     return RedirectResponse(f"/staff/editions/{edition_id}{anchor}", status_code=303)
 
 
+def web_hint(text: PageText, hint: Hint) -> str:
+    """The staff pages' wording of a domain error's next step (the buttons of the edition page)."""
+    hints = {
+        NextStep.SUBMIT: text.plain("Use “Submit for review” first."),
+        NextStep.APPROVE: text.plain("An approver uses “Approve every variant” on this page."),
+        NextStep.RESUME: text.plain("Use “Resume” first."),
+        NextStep.SCHEDULE: text.plain("Give a send time in the “Schedule” form."),
+        NextStep.SEND_NOW: text.plain("To send it now, choose a time a minute from now."),
+        NextStep.SEND_TIME: text.plain("Give a date and time such as 2026-12-01 09:00."),
+        NextStep.APPROVER: text.plain("Log in as the person approving."),
+    }
+    return hints[hint.step]
+
+
+def refusal_line(text: PageText, exc: BulletinError) -> str:
+    """A domain error's line, followed by the staff pages' wording of its next step."""
+    return f"{exc}. {web_hint(text, exc.hint)}" if exc.hint else str(exc)
+
+
 async def _act(
     request: Request, user: StaffUser, edition_id: int, work: Callable[[Session], object], done: str, anchor: str = ""
 ) -> Response:
@@ -213,10 +216,22 @@ async def _act(
     try:
         await write(request, work)
     except BulletinError as exc:
-        flash(request, str(exc), "error")
+        flash(request, refusal_line(page_language(request), exc), "error")
     else:
         flash(request, done, "success")
     return _back(edition_id, anchor)
+
+
+async def _refresh(request: Request, settings: Settings, edition_id: int, actor: str) -> str | None:
+    """After a change of content: render once outside the write, void an approval it breaks, store the previews.
+
+    Returns the refusal line when the previews could not be stored.
+    """
+    try:
+        await run_in_threadpool(lambda: refresh_edition(engine_of(request), settings, edition_id, actor=actor))
+    except BulletinError as exc:
+        return refusal_line(page_language(request), exc)
+    return None
 
 
 @staff_view()
@@ -282,20 +297,9 @@ async def variant_frame(request: Request, user: StaffUser) -> Response:
     )
 
 
-def _refresh(session: Session, settings: Settings, edition_id: int, actor: str) -> None:
-    """After a change of content: void an approval it breaks, then store the new previews."""
-    from bulletin.app import workflow
-
-    edition = workflow.get_edition(session, edition_id)
-    refresh_approval(session, settings, edition, actor=actor)
-    render_edition(session, settings, edition)
-
-
 @staff_view(StaffRole.EDITOR)
 async def arrange_items(request: Request, user: StaffUser) -> Response:
     """POST /staff/editions/{id}/items: move a story up or down, exclude or include a version."""
-    from bulletin.app import editions
-
     settings = settings_of(request)
     text = page_language(request)
     edition_id = int(request.path_params["edition_id"])
@@ -322,9 +326,15 @@ async def arrange_items(request: Request, user: StaffUser) -> Response:
             editions.exclude_item(session, edition_id, news_item_id, settings=settings, actor=user.name)
         else:
             editions.include_item(session, edition_id, news_item_id, settings=settings, actor=user.name)
-        _refresh(session, settings, edition_id, user.name)
 
-    return await _act(request, user, edition_id, work, text.plain("The edition is updated."), "#stories")
+    try:
+        await write(request, work)
+    except BulletinError as exc:
+        flash(request, refusal_line(text, exc), "error")
+        return _back(edition_id, "#stories")
+    problem = await _refresh(request, settings, edition_id, user.name)
+    flash(request, problem or text.plain("The edition is updated."), "error" if problem else "success")
+    return _back(edition_id, "#stories")
 
 
 @staff_view(StaffRole.EDITOR)
@@ -334,22 +344,20 @@ async def render_variants(request: Request, user: StaffUser) -> Response:
     text = page_language(request)
     edition_id = int(request.path_params["edition_id"])
 
-    def work(session: Session) -> None:
-        from bulletin.app import editions
+    def check(session: Session) -> bool:
+        return editions.get_edition(session, edition_id).status in editions.EDITABLE
 
-        edition = editions.get_edition(session, edition_id)
-        if edition.status not in editions.EDITABLE:
-            raise InvalidInput(text.plain("The previews of an edition that is sending or sent cannot change."))
-        _refresh(session, settings, edition_id, user.name)
-
-    return await _act(request, user, edition_id, work, text.plain("The previews are up to date."), "#variants")
+    if not await read(request, check):
+        flash(request, text.plain("The previews of an edition that is sending or sent cannot change."), "error")
+        return _back(edition_id, "#variants")
+    problem = await _refresh(request, settings, edition_id, user.name)
+    flash(request, problem or text.plain("The previews are up to date."), "error" if problem else "success")
+    return _back(edition_id, "#variants")
 
 
 @staff_view(StaffRole.EDITOR)
 async def change_status(request: Request, user: StaffUser) -> Response:
     """POST /staff/editions/{id}/status: submit, reopen, pause, resume or cancel."""
-    from bulletin.app import workflow
-
     text = page_language(request)
     edition_id = int(request.path_params["edition_id"])
     form = await request.form()
@@ -385,10 +393,14 @@ async def approve(request: Request, user: StaffUser) -> Response:
     text = page_language(request)
     edition_id = int(request.path_params["edition_id"])
 
-    def work(session: Session) -> None:
-        approval.approve(session, settings, edition_id, user.name)
-
-    return await _act(request, user, edition_id, work, text.plain("Your approval is recorded."))
+    try:
+        # Rendered once in a reading session, then recorded in a short transaction.
+        await run_in_threadpool(approval.approve, engine_of(request), settings, edition_id, user.name)
+    except BulletinError as exc:
+        flash(request, refusal_line(text, exc), "error")
+    else:
+        flash(request, text.plain("Your approval is recorded."), "success")
+    return _back(edition_id)
 
 
 @staff_view(StaffRole.APPROVER)
@@ -402,6 +414,26 @@ async def schedule(request: Request, user: StaffUser) -> Response:
     when = str(form.get("at", "")).strip()
     if not when:
         flash(request, text.plain("Give a date and time for the send."), "error")
+        return _back(edition_id)
+
+    # A void approval is recorded in its own transaction first, as the CLI and the scheduler do:
+    # the schedule is then refused, and the void stays.
+    try:
+        voided = await run_in_threadpool(
+            lambda: approval.record_void(engine_of(request), settings, edition_id, actor=user.name)
+        )
+    except BulletinError as exc:
+        flash(request, refusal_line(text, exc), "error")
+        return _back(edition_id)
+    if voided:
+        flash(
+            request,
+            text.plain(
+                "The approval is void because %(reasons)s: the edition is back in review and needs approval again.",
+                reasons="; ".join(voided),
+            ),
+            "error",
+        )
         return _back(edition_id)
 
     def work(session: Session) -> None:
@@ -426,22 +458,25 @@ async def test_send(request: Request, user: StaffUser) -> Response:
         )
         return _back(edition_id)
 
-    def work(session: Session) -> list[tuple[str, str, str, str]]:
+    def work(session: Session) -> list[VariantCopy]:
         query = select(EditionVariant).where(EditionVariant.edition_id == edition_id).order_by(EditionVariant.id)
         if choice != "all":
             if not choice.isdigit() or int(choice) > MAX_INTEGER_ID:
                 raise NotFound("no such variant")
             query = query.where(EditionVariant.id == int(choice))
         marker = placeholders.edition_marker(session, edition_id)
-        return [(v.subject, v.html, v.text, marker) for v in session.scalars(query)]
+        return [
+            VariantCopy(edition_id, variant_key(v.language, v.interests), v.subject, v.html, v.text, marker)
+            for v in session.scalars(query)
+        ]
 
-    variants = await read(request, work)
-    if not variants:
+    copies = await read(request, work)
+    if not copies:
         flash(request, text.plain("There is no rendered variant to send yet."), "error")
         return _back(edition_id)
     email = user.email
     try:
-        await run_in_threadpool(send_tests, settings, email, user.name, variants)
+        await run_in_threadpool(send_tests, settings, email, user.name, text.language, copies)
     except Exception as exc:
         flash(request, text.plain("The test could not be sent: %(reason)s", reason=str(exc)), "error")
     else:
@@ -450,7 +485,7 @@ async def test_send(request: Request, user: StaffUser) -> Response:
             text.nplain(
                 "%(count)s test message sent to %(address)s.",
                 "%(count)s test messages sent to %(address)s.",
-                len(variants),
+                len(copies),
                 address=email,
             ),
             "success",
@@ -458,23 +493,10 @@ async def test_send(request: Request, user: StaffUser) -> Response:
     return _back(edition_id)
 
 
-def send_tests(settings: Settings, email: str, name: str, variants: list[tuple[str, str, str, str]]) -> None:
-    """Mail each variant to one staff member, marked as a test, with sample personal links."""
-    from email.utils import make_msgid
-
-    from bulletin.mta.mail import build_message, sender_domain
-    from bulletin.mta.smtp import send_one
-
-    for subject, html, text, marker in variants:
-        message = build_message(
-            settings,
-            to_email=email,
-            to_name=name,
-            subject=TEST_SUBJECT_PREFIX + subject,
-            html=fill_placeholders(html, marker, name=name, base_url=settings.web.base_url, as_html=True),
-            text=fill_placeholders(text, marker, name=name, base_url=settings.web.base_url, as_html=False),
-            message_id=make_msgid(idstring="test", domain=sender_domain(settings)),
-            list_unsubscribe_url=None,
-            extra_headers={"Auto-Submitted": "auto-generated"},
+def send_tests(settings: Settings, email: str, name: str, language: str, copies: list[VariantCopy]) -> None:
+    """Mail each variant to one staff member, marked as a test in their page language, with sample links."""
+    for copy in copies:
+        message = copy_for_tester(
+            settings, copy, to_email=email, to_name=name, language=language, values=sample_values(settings, name)
         )
         send_one(settings, message)

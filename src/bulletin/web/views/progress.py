@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from bulletin.errors import NotFound
 from bulletin.models import DeliveryState, Edition, EditionStatus
+from bulletin.mta.ledger import delivery_counts
 from bulletin.web.auth import StaffUser, staff_view
 from bulletin.web.pages import page_language, read, render
 
@@ -39,8 +40,6 @@ class Progress:
 
 
 def load_progress(session: Session, edition_id: int) -> Progress:
-    from bulletin.mta.sender import delivery_counts
-
     edition = session.get(Edition, edition_id)
     if edition is None:
         raise NotFound(f"no edition {edition_id}")
