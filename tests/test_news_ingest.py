@@ -232,8 +232,9 @@ def test_topics_from_source_categories_keywords_and_option(engine: Engine, setti
     # "Sécurité urbaine" is the French label of the cities topic; "Non classé" matches nothing.
     assert (rapport.topics, rapport.topics_origin) == ("cities", "source")
     training = by_title(engine, "Online training: preventing cybercrime against older adults")
-    # "online" (cybercrime), "police" (policing) and "report" (research) are keywords in English.
-    assert (training.topic_list, training.topics_origin) == (["cybercrime", "policing", "research"], "keywords")
+    # "online" and "cybercrime" in the title make it a cybercrime item; "police" and "report",
+    # each once in the text, are too weak a sign of policing or research.
+    assert (training.topic_list, training.topics_origin) == (["cybercrime"], "keywords")
 
     ingest_sources(engine, settings, [str(FIXTURES / "article_en.txt")], topics=["policing"])
     network = by_title(engine, "Safer Cities Network welcomes five new members")
@@ -278,7 +279,8 @@ def test_what_staff_set_survives_a_changed_source(any_engine: Engine, any_settin
     after = by_title(any_engine, "Our year 2024")
     assert after.id == review.id
     assert (after.language, after.language_origin) == ("fr", "staff")
-    assert (after.topic_list, after.topics_origin) == (["cities", "research"], "staff")
+    # The keywords gave no clear topic ("cities" once in the text); staff added research.
+    assert (after.topic_list, after.topics_origin) == (["research"], "staff")
     assert "published ten reports" in after.body[0]["text"]
     assert after.changed is True
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bulletin.errors import NotFound
 from bulletin.models import NewsItem, NewsStatus
+from bulletin.news.topics import TopicEvidence
 
 Outcome = Literal["added", "updated", "unchanged", "duplicate"]
 
@@ -55,6 +56,9 @@ class ItemFields:
     image_alt: str | None = None
     translation_key: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Shown by a dry run, not stored: the words the date was read from, the keyword evidence.
+    date_phrase: str | None = None
+    evidence: list[TopicEvidence] = field(default_factory=list)
 
 
 def _digest(values: dict[str, Any]) -> str:

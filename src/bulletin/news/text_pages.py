@@ -538,8 +538,8 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
     drafts: list[Draft] = []
     used: dict[str, int] = {}
     for position, (title, blocks, meta, published_at) in enumerate(parts, start=1):
-        link = _canonical_link(blocks)
-        key = link or _slug(title or "") or f"item-{position}"
+        link = canonical_link(blocks)
+        key = link or slug(title or "") or f"item-{position}"
         used[key] = used.get(key, 0) + 1
         if used[key] > 1:
             key = f"{key}-{used[key]}"
@@ -563,7 +563,7 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
     return drafts
 
 
-def _canonical_link(blocks: list[Block]) -> str | None:
+def canonical_link(blocks: list[Block]) -> str | None:
     links = [block for block in blocks if block["type"] == "link"]
     for block in links:
         if block["label"] and _is_label(block["label"]):
@@ -571,7 +571,7 @@ def _canonical_link(blocks: list[Block]) -> str | None:
     return str(links[0]["url"]) if links else None
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", fold(text)))[:120]
 
 

@@ -1,10 +1,17 @@
 """Topic tagging from the configured keywords of each interest: per language, accent- and
-case-insensitive, whole words only."""
+case-insensitive, whole words only.
+
+An item is tagged by weighted evidence, not by any single hit: each keyword found in the title
+counts ``TITLE_WEIGHT``; found in the text, its n-th occurrence counts 1/n (repeats count less);
+a topic needs ``ingest.topic_min_score`` and at least ``RELATIVE_FLOOR`` of the best topic's score,
+and only the ``ingest.max_topics`` strongest are kept. An item with no clear topic gets none.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 
 from bulletin.config import Interest, Settings
@@ -32,6 +39,57 @@ def keyword_topics(settings: Settings, text: str, language: str) -> list[str]:
         if any(keyword.strip() and _pattern(keyword).search(folded) for keyword in keywords):
             found.append(interest.key)
     return sorted(found)
+
+
+TITLE_WEIGHT = 3.0
+RELATIVE_FLOOR = 0.25
+
+
+@dataclass(frozen=True)
+class TopicEvidence:
+    """How strongly an item's words point to one topic, and which keywords matched."""
+
+    key: str
+    score: float
+    # (keyword, hits in the title, hits in the text)
+    matches: tuple[tuple[str, int, int], ...]
+
+    def describe(self) -> str:
+        """``youth 5.5: jeunes (title, 2 in text), jeunesse (1 in text)``."""
+        parts = []
+        for keyword, in_title, in_text in self.matches:
+            where = (["title"] if in_title else []) + ([f"{in_text} in text"] if in_text else [])
+            parts.append(f"{keyword} ({', '.join(where)})")
+        return f"{self.key} {self.score:g}: {', '.join(parts)}"
+
+
+def topic_evidence(settings: Settings, title: str, text: str, language: str) -> list[TopicEvidence]:
+    """The evidence for every topic with at least one keyword in ``title`` or ``text``, strongest first."""
+    folded_title, folded_text = fold(title), fold(text)
+    found = []
+    for interest in settings.interests:
+        matches = []
+        score = 0.0
+        for keyword in dict.fromkeys(k.strip() for k in interest.keywords.get(language, []) if k.strip()):
+            pattern = _pattern(keyword)
+            in_title = len(pattern.findall(folded_title))
+            in_text = len(pattern.findall(folded_text))
+            if not (in_title or in_text):
+                continue
+            matches.append((keyword, in_title, in_text))
+            score += (TITLE_WEIGHT if in_title else 0.0) + sum(1 / n for n in range(1, in_text + 1))
+        if matches:
+            found.append(TopicEvidence(interest.key, round(score, 2), tuple(matches)))
+    return sorted(found, key=lambda evidence: (-evidence.score, evidence.key))
+
+
+def strongest_topics(settings: Settings, evidence: list[TopicEvidence]) -> list[str]:
+    """Keys of the topics the evidence makes clear, at most ``ingest.max_topics``, sorted."""
+    if not evidence:
+        return []
+    floor = max(settings.ingest.topic_min_score, evidence[0].score * RELATIVE_FLOOR)
+    kept = [e.key for e in evidence if e.score >= floor][: settings.ingest.max_topics]
+    return sorted(kept)
 
 
 def _names(interest: Interest) -> set[str]:
