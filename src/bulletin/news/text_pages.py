@@ -43,6 +43,7 @@ from datetime import datetime
 from bulletin.news.dates import parse_date_line
 from bulletin.news.draft import Block, Draft, clean_blocks, clip, single_line
 from bulletin.news.errors import SourceError
+from bulletin.news.language import STOP_WORDS
 from bulletin.news.topics import fold
 
 _BULLET = re.compile(r"^(\s*)[•◦▪‣●·\-*–—]\s+(\S.*)$")
@@ -274,6 +275,7 @@ COMMON_WORD_UNITS = 4
 _SENTENCE_END = re.compile(r"[.!?…][\"'»”’)]*(?:\s|$)")
 _FIRST_SENTENCE = re.compile(r"(.+?[.!?…])(?:\s|$)")
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
+_FUNCTION_WORDS = frozenset(fold(word) for words in STOP_WORDS.values() for word in words)
 
 
 @dataclass
@@ -479,7 +481,12 @@ def _next_kind(units: list[_Unit], shaped: list[bool], at: int) -> str:
 
 def _content_words(unit: _Unit) -> set[str]:
     text = " ".join([*unit.lines, *unit.items])
-    return set(_CONTENT_WORD.findall(fold(text))) if text else set()
+    return _words_of(text)
+
+
+def _words_of(text: str) -> set[str]:
+    """Words that carry meaning: four letters or more, not a function word of any language."""
+    return {word for word in _CONTENT_WORD.findall(fold(text)) if word not in _FUNCTION_WORDS}
 
 
 def _text_size(blocks: list[Block]) -> int:
@@ -488,8 +495,8 @@ def _text_size(blocks: list[Block]) -> int:
 
 def _echoes(line: str, title: str) -> bool:
     """The line repeats much of the item's title: a sub-title of the same story."""
-    words = {word for word in _CONTENT_WORD.findall(fold(line))}
-    title_words = {word for word in _CONTENT_WORD.findall(fold(title))}
+    words = _words_of(line)
+    title_words = _words_of(title)
     if not words or not title_words:
         return False
     return len(words & title_words) / min(len(words), len(title_words)) >= 0.4
