@@ -24,9 +24,11 @@ a paragraph when among other short lines). The evidence, strongest first:
 - what precedes: a line ending with ":" that introduces it (-4), another short line (-2);
 - the line itself: 3 words or fewer (-2.5) or 4-5 (-1), as sub-headings are short; more than 18
   (-1); a lower-case start (-3);
+- the paragraph under it in another language than the current item's first paragraph (+3);
 - for a line the format does not mark: an item so far without a long paragraph (-2), a line
-  repeating the item's title (-3, a sub-title) or words of the item that are rare on the page
-  (-1.5), and a page that does mark its items (-3: there, an unmarked line is a sub-heading).
+  repeating the item's title (-3, a sub-title) or other words of the item (-1.5), counting only
+  words rare on the page (not "Centre" or "prévention"), and a page that does mark its items
+  (-3: there, an unmarked line is a sub-heading).
 
 A page without any title-like line is one item titled from its first sentence; a page of title
 lines only is rejected.
@@ -43,7 +45,7 @@ from datetime import datetime
 from bulletin.news.dates import parse_date_line
 from bulletin.news.draft import Block, Draft, clean_blocks, clip, single_line
 from bulletin.news.errors import SourceError
-from bulletin.news.language import STOP_WORDS
+from bulletin.news.language import STOP_WORDS, detect_language
 from bulletin.news.topics import fold
 
 _BULLET = re.compile(r"^(\s*)[•◦▪‣●·\-*–—]\s+(\S.*)$")
@@ -105,6 +107,8 @@ class _Item:
     meta: dict[str, str] = field(default_factory=dict)
     published_at: datetime | None = None
     closed: bool = False
+    # The language of its first paragraph, to notice an item in another language starting.
+    language: str = ""
 
 
 def _fold_label(text: str) -> str:
@@ -266,6 +270,7 @@ W_LOWERCASE = -3.0
 W_ECHOES_TITLE = -3.0
 W_ECHOES_ITEM = -1.5
 W_UNMARKED = -3.0
+W_NEW_LANGUAGE = 3.0
 # A paragraph of two sentences or this many characters is an item's first paragraph.
 LONG_PARAGRAPH = 160
 MEDIUM_PARAGRAPH = 80
@@ -295,6 +300,7 @@ class _Evidence:
     echoes_title: bool
     echoes_item: bool
     unmarked_page: bool
+    new_language: bool = False
 
     @property
     def marked(self) -> bool:
@@ -324,6 +330,7 @@ class _Evidence:
         elif self.words > 18:
             value += W_MANY_WORDS
         value += W_LOWERCASE if self.lowercase else 0.0
+        value += W_NEW_LANGUAGE if self.new_language else 0.0
         if not self.marked:
             # Only a line the format does not mark is judged by its words and the item it would end.
             value += W_THIN_ITEM if self.thin_item else 0.0
@@ -369,6 +376,9 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
             # Words of the line the current item already used, leaving out those found all over the page.
             rare = {word for word in words_of[index] if spread[word] < COMMON_WORD_UNITS}
             evidence.echoes_item = bool(rare) and len(rare & item_words) * 3 >= len(rare)
+            evidence.echoes_title = current is not None and _echoes(rare, current.title)
+            if current is not None and current.language and evidence.next_kind in ("long", "medium"):
+                evidence.new_language = _language_of(units[after].text) not in (None, current.language)
             if evidence.score() > 0:
                 item_words = set(words_of[index])
                 item = _Item(title=unit.text)
@@ -407,6 +417,8 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
             continue
         block = _block_of(unit, timezone)
         if items:
+            if not items[-1].language and unit.kind == "para" and len(unit.text) >= MEDIUM_PARAGRAPH:
+                items[-1].language = _language_of(unit.text) or ""
             items[-1].blocks.append(block)
             items[-1].closed = block["type"] == "link" and bool(block["label"]) and _is_label(block["label"])
         elif _meta_of(unit, timezone):
@@ -448,7 +460,7 @@ def _evidence(
         thin_item=current is not None and _text_size(current.blocks) < LONG_PARAGRAPH,
         words=len(line.split()),
         lowercase=line[:1].islower(),
-        echoes_title=current is not None and _echoes(line, current.title),
+        echoes_title=False,
         echoes_item=False,
         unmarked_page=marked_page,
     )
@@ -493,9 +505,12 @@ def _text_size(blocks: list[Block]) -> int:
     return sum(len(block.get("text", "")) + sum(len(item) for item in block.get("items", [])) for block in blocks)
 
 
-def _echoes(line: str, title: str) -> bool:
-    """The line repeats much of the item's title: a sub-title of the same story."""
-    words = _words_of(line)
+def _language_of(text: str) -> str | None:
+    return detect_language(text, list(STOP_WORDS)).language
+
+
+def _echoes(words: set[str], title: str) -> bool:
+    """The line's words repeat much of the item's title: a sub-title of the same story."""
     title_words = _words_of(title)
     if not words or not title_words:
         return False
