@@ -327,8 +327,9 @@ def _evidence_of(settings: Settings, item: NewsItem) -> list[TopicEvidence]:
 @news.command("split")
 @click.argument("item_id", type=int)
 @click.option("--at", "at", required=True, help="The line of the item that starts the new item (its title).")
+@click.option("--as-of", "as_of_text", help="The page's date (YYYY-MM-DD), as given to 'news ingest --as-of'.")
 @pass_app
-def split(app: App, item_id: int, at: str) -> None:
+def split(app: App, item_id: int, at: str, as_of_text: str | None) -> None:
     """Cut a news item in two at one of its lines; later ingests of the page keep the cut.
 
     Example:
@@ -336,7 +337,8 @@ def split(app: App, item_id: int, at: str) -> None:
         bulletin news split 12 --at "Bilan des cafés-rencontres du réseau jeunesse"
     """
     with app.transaction() as session:
-        first, second = split_item(session, app.settings, item_id, at)
+        as_of = _parse_date(app.settings, as_of_text, "--as-of")
+        first, second = split_item(session, app.settings, item_id, at, as_of)
         click.echo(f"News item {first.id} split: {first.title}")
         click.echo(f"New news item {second.id}: {second.title}")
 
@@ -344,8 +346,9 @@ def split(app: App, item_id: int, at: str) -> None:
 @news.command("merge")
 @click.argument("first_id", type=int)
 @click.argument("second_id", type=int)
+@click.option("--as-of", "as_of_text", help="The page's date (YYYY-MM-DD), as given to 'news ingest --as-of'.")
 @pass_app
-def merge(app: App, first_id: int, second_id: int) -> None:
+def merge(app: App, first_id: int, second_id: int, as_of_text: str | None) -> None:
     """Append the second news item to the first (one page's items); later ingests keep the merge.
 
     Example:
@@ -353,7 +356,8 @@ def merge(app: App, first_id: int, second_id: int) -> None:
         bulletin news merge 12 13
     """
     with app.transaction() as session:
-        item = merge_items(session, app.settings, first_id, second_id)
+        as_of = _parse_date(app.settings, as_of_text, "--as-of")
+        item = merge_items(session, app.settings, first_id, second_id, as_of)
         click.echo(f"News item {second_id} merged into {item.id}: {item.title}")
 
 

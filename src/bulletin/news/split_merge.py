@@ -22,8 +22,13 @@ _KEPT_LANGUAGE = ("source", "option", "staff")
 _KEPT_DATE = ("metadata", "option", "feed", "staff")
 
 
-def split_item(session: Session, settings: Settings, item_id: int, at: str) -> tuple[NewsItem, NewsItem]:
-    """Cut an item at its line ``at``: the line and what follows become a new item. Returns both."""
+def split_item(
+    session: Session, settings: Settings, item_id: int, at: str, as_of: datetime | None = None
+) -> tuple[NewsItem, NewsItem]:
+    """Cut an item at its line ``at``: the line and what follows become a new item. Returns both.
+
+    ``as_of`` is the page's date for dates without a year, as given to ingest (else the file's time).
+    """
     item = _page_item(session, item_id)
     at = single_line(at)
     if not at:
@@ -50,12 +55,14 @@ def split_item(session: Session, settings: Settings, item_id: int, at: str) -> t
     parts = split_draft(_draft_of(item), at, new_key)
     assert parts is not None
     session.add(NewsCorrection(source=item.source, action="split", item_key=item.source_id, at=at))
-    _, first = upsert_item(session, _settle(settings, item, parts[0]))
-    _, second = upsert_item(session, _settle(settings, item, parts[1]))
+    _, first = upsert_item(session, _settle(settings, item, parts[0], as_of))
+    _, second = upsert_item(session, _settle(settings, item, parts[1], as_of))
     return first, second
 
 
-def merge_items(session: Session, settings: Settings, first_id: int, second_id: int) -> NewsItem:
+def merge_items(
+    session: Session, settings: Settings, first_id: int, second_id: int, as_of: datetime | None = None
+) -> NewsItem:
     """Append the second item to the first (its title becomes a sub-heading) and delete it."""
     if first_id == second_id:
         raise InvalidInput("give two different news items to merge")
@@ -72,7 +79,7 @@ def merge_items(session: Session, settings: Settings, first_id: int, second_id: 
         NewsCorrection(source=first.source, action="merge", item_key=first.source_id, other_key=second.source_id)
     )
     merged = merge_drafts(_draft_of(first), _draft_of(second))
-    _, item = upsert_item(session, _settle(settings, first, merged))
+    _, item = upsert_item(session, _settle(settings, first, merged, as_of))
     session.delete(second)
     session.flush()
     return item
@@ -105,8 +112,9 @@ def _draft_of(item: NewsItem) -> Draft:
     )
 
 
-def _settle(settings: Settings, item: NewsItem, draft: Draft) -> ItemFields:
-    return settle_draft(settings, item.source, item.source_kind, draft, IngestOptions(), (_page_time(item), "mtime"))
+def _settle(settings: Settings, item: NewsItem, draft: Draft, as_of: datetime | None) -> ItemFields:
+    options = IngestOptions(as_of=as_of)
+    return settle_draft(settings, item.source, item.source_kind, draft, options, (_page_time(item), "mtime"))
 
 
 def _page_time(item: NewsItem) -> datetime:
