@@ -15,7 +15,7 @@ from bulletin.config import Ingest, Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import InvalidInput
 from bulletin.models import NewsItem
-from bulletin.news import ingest as ingest_module
+from bulletin.news import store as store_module
 from bulletin.news.curate import set_item_fields, tag_item
 from bulletin.news.ingest import ingest_sources
 
@@ -156,16 +156,17 @@ def test_max_bytes_comes_from_the_settings(engine: Engine, settings: Settings) -
 def test_a_source_that_fails_while_storing_leaves_nothing_half_written(
     any_engine: Engine, any_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_upsert = ingest_module.upsert_item
+    # The fifth item of the page fails after four were added in the same transaction.
+    real_new_item = store_module._new_item
     calls = {"n": 0}
 
-    def failing_on_the_fifth(session, fields):  # type: ignore[no-untyped-def]
+    def failing_on_the_fifth(fields):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if fields.source.endswith("listing_fr.txt") and calls["n"] == 5:
             raise OSError("disk full")
-        return real_upsert(session, fields)
+        return real_new_item(fields)
 
-    monkeypatch.setattr(ingest_module, "upsert_item", failing_on_the_fifth)
+    monkeypatch.setattr(store_module, "_new_item", failing_on_the_fifth)
     report = ingest_sources(
         any_engine, any_settings, [str(FIXTURES / "listing_fr.txt"), str(FIXTURES / "listing_es.txt")]
     )

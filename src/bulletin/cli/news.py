@@ -24,6 +24,8 @@ from bulletin.news.store import NewsFilter, get_item, item_as_dict, list_items
 from bulletin.news.topics import TopicEvidence, topic_evidence
 from bulletin.news.translations import link_translations, translations_of
 
+# Items listed after an ingest; a page of thousands is summed up, 'news list' shows them all.
+SHOWN_ITEMS = 100
 STATUS_CHOICE = click.Choice([status.value for status in NewsStatus])
 # Origins shown as a mark next to a value bulletin guessed rather than read.
 GUESSED = {"detected": "?", "default": "?", "text": "?", "mtime": "~", "fetched": "~"}
@@ -140,8 +142,10 @@ def _print_report(app: App, report: IngestReport) -> None:
     touched = [item_id for outcome in report.outcomes if outcome.ok for item_id in outcome.touched_ids]
     if touched:
         with app.reading() as session:
-            items = [session.get(NewsItem, item_id) for item_id in touched]
+            items = [session.get(NewsItem, item_id) for item_id in touched[:SHOWN_ITEMS]]
             _print_items(console, [item for item in items if item is not None], title="Items added or updated")
+        if len(touched) > SHOWN_ITEMS:
+            console.print(f"... and {len(touched) - SHOWN_ITEMS} more: see 'bulletin news list'")
         console.print(LEGEND)
     for outcome in report.outcomes:
         for note in outcome.notes:
@@ -152,32 +156,29 @@ def _print_report(app: App, report: IngestReport) -> None:
 
 
 def _print_previews(report: IngestReport) -> None:
-    """What a dry run would store, item by item, and nothing else."""
-    console = _console()
+    """What a dry run would store, item by item, and nothing else (plain lines: pages can be long)."""
+    lines: list[str] = []
     for outcome in report.outcomes:
         if not outcome.ok:
             continue
-        console.print(
-            f"[bold]{escape(_shown_path(outcome.source))}[/bold] ({outcome.kind}): {len(outcome.previews)} items"
-        )
+        lines.append(f"{_shown_path(outcome.source)} ({outcome.kind}): {len(outcome.previews)} items")
         for position, (fields, stored_id) in enumerate(outcome.previews, start=1):
             state = f"already stored as #{stored_id}" if stored_id is not None else "new"
-            date = fields.published_at.strftime("%Y-%m-%d")
             where = f"{fields.date_origin}: {fields.date_phrase!r}" if fields.date_phrase else fields.date_origin
-            strongest = {e.key: e for e in fields.evidence}
+            scores = {evidence.key: evidence.score for evidence in fields.evidence}
             topic_text = ", ".join(
-                f"{key} ({strongest[key].score:g})" if key in strongest else key
-                for key in fields.topics.split(",")
-                if key
+                f"{key} ({scores[key]:g})" if key in scores else key for key in fields.topics.split(",") if key
             )
-            first_words = " ".join(fields.summary.split()[:14])
-            console.print(f"{position:>3}. {escape(fields.title)}  {escape(f'[{state}]')}")
-            console.print(f"     date {date} ({escape(where)}) · language {fields.language} ({fields.language_origin})")
-            console.print(f"     topics {escape(topic_text) or '-'} ({fields.topics_origin})")
-            console.print(f"     {escape(first_words)}…")
-        for note in outcome.notes:
-            console.print(f"{escape(_shown_path(outcome.source))}: {escape(note)}")
-    console.print("Dry run: nothing was written.")
+            lines += [
+                f"{position:>3}. {fields.title}  [{state}]",
+                f"     date {fields.published_at.strftime('%Y-%m-%d')} ({where})"
+                f" · language {fields.language} ({fields.language_origin})",
+                f"     topics {topic_text or '-'} ({fields.topics_origin})",
+                f"     {' '.join(fields.summary.split()[:14])}…",
+            ]
+        lines.extend(f"{_shown_path(outcome.source)}: {note}" for note in outcome.notes)
+    lines.append("Dry run: nothing was written.")
+    click.echo("\n".join(lines))
     errors = _console(err=True)
     for outcome in report.failed:
         errors.print(f"error: {escape(outcome.source)}: {escape(outcome.error or '')}")

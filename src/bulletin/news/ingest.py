@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import BulletinError, InvalidInput
-from bulletin.models import FeedState, NewsItem, utcnow
+from bulletin.models import FeedState, utcnow
 from bulletin.news.corrections import apply_corrections, load_corrections
 from bulletin.news.draft import Draft, clean_blocks, clip, optional_line, plain_text, single_line, summary_from_body
 from bulletin.news.errors import SourceError
@@ -26,7 +26,7 @@ from bulletin.news.feeds import fetch_feed, parse_feed
 from bulletin.news.html_pages import read_html_page
 from bulletin.news.language import detect_language, normalise_language
 from bulletin.news.markdown import read_markdown
-from bulletin.news.store import ItemFields, upsert_item
+from bulletin.news.store import ItemFields, stored_ids, upsert_items
 from bulletin.news.text_dates import find_text_date, local_day, text_date_moment
 from bulletin.news.text_pages import read_text_page
 from bulletin.news.topics import map_source_topics, strongest_topics, topic_evidence, topics_key
@@ -338,17 +338,10 @@ def _store(
             raise SourceError("no news item found")
     if options.dry_run:
         with reading(engine) as session:
-            for fields in accepted:
-                stored = session.scalar(
-                    select(NewsItem.id).where(
-                        NewsItem.source_kind == fields.source_kind, NewsItem.source_id == fields.source_id
-                    )
-                )
-                outcome.previews.append((fields, stored))
+            outcome.previews.extend(zip(accepted, stored_ids(session, accepted), strict=True))
         return
     with transaction(engine) as session:
-        for fields in accepted:
-            result, item = upsert_item(session, fields)
+        for fields, (result, item) in zip(accepted, upsert_items(session, accepted), strict=True):
             if result == "duplicate":
                 outcome.unchanged += 1
                 outcome.notes.append(f"{fields.title!r} is already stored as item {item.id} (same link)")
@@ -384,7 +377,8 @@ def settle_draft(
     if language is None and options.language:
         language, language_origin = options.language, "option"
     elif language is None:
-        guess = detect_language(text, settings.languages)
+        # A few paragraphs tell the language as surely as a whole long page does.
+        guess = detect_language(text[:3000], settings.languages)
         if guess.language:
             language, language_origin = guess.language, "detected"
         else:

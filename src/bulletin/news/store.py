@@ -96,46 +96,98 @@ def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem
     A changed item gets ``changed=True`` and a new ``content_hash``. Fields staff set by hand
     (language, topics, and those named in ``overrides``) are kept.
     """
-    new_source_hash = source_hash(fields)
-    item = session.scalar(
-        select(NewsItem).where(NewsItem.source_kind == fields.source_kind, NewsItem.source_id == fields.source_id)
+    [result] = upsert_items(session, [fields])
+    return result
+
+
+def upsert_items(session: Session, batch: Sequence[ItemFields]) -> list[tuple[Outcome, NewsItem]]:
+    """``upsert_item`` for many items of one source: the stored items are read in a few queries and
+    the changes written in one flush, so a page of thousands of items is stored in seconds."""
+    stored = _stored_by_source_id(session, batch)
+    twins = _stored_by_link(
+        session, [fields for fields in batch if (fields.source_kind, fields.source_id) not in stored]
     )
-    if item is None:
-        if fields.link:
-            twin = session.scalar(
-                select(NewsItem)
-                .where(NewsItem.link == fields.link, NewsItem.language == fields.language)
-                .order_by(NewsItem.id)
-                .limit(1)
-            )
-            if twin is not None:
-                return "duplicate", twin
-        item = NewsItem(
-            source=fields.source,
-            source_kind=fields.source_kind,
-            source_id=fields.source_id,
-            language_origin=fields.language_origin,
-            date_origin=fields.date_origin,
-            topics_origin=fields.topics_origin,
-            source_hash=new_source_hash,
-            overrides=[],
-            status=NewsStatus.NEW,
-            changed=False,
-        )
-        for name in CONTENT_FIELDS:
-            setattr(item, name, getattr(fields, name))
-        item.content_hash = content_hash(item)
-        session.add(item)
-        session.flush()
-        return "added", item
+    results: list[tuple[Outcome, NewsItem]] = []
+    with session.no_autoflush:
+        for fields in batch:
+            item = stored.get((fields.source_kind, fields.source_id))
+            if item is None:
+                twin = twins.get((fields.link, fields.language)) if fields.link else None
+                if twin is not None:
+                    results.append(("duplicate", twin))
+                    continue
+                item = _new_item(fields)
+                session.add(item)
+                stored[(fields.source_kind, fields.source_id)] = item
+                if fields.link:
+                    twins.setdefault((fields.link, fields.language), item)
+                results.append(("added", item))
+                continue
+            results.append((_update(item, fields), item))
+    session.flush()
+    return results
+
+
+def stored_ids(session: Session, batch: Sequence[ItemFields]) -> list[int | None]:
+    """The id of the stored item each of ``batch`` would update, None for a new one (for dry runs)."""
+    stored = _stored_by_source_id(session, batch)
+    return [stored[key].id if (key := (f.source_kind, f.source_id)) in stored else None for f in batch]
+
+
+def _stored_by_source_id(session: Session, batch: Sequence[ItemFields]) -> dict[tuple[str, str], NewsItem]:
+    found: dict[tuple[str, str], NewsItem] = {}
+    for kind in {fields.source_kind for fields in batch}:
+        ids = sorted({fields.source_id for fields in batch if fields.source_kind == kind})
+        for chunk in _chunks(ids):
+            rows = session.scalars(select(NewsItem).where(NewsItem.source_kind == kind, NewsItem.source_id.in_(chunk)))
+            found.update(((item.source_kind, item.source_id), item) for item in rows)
+    return found
+
+
+def _stored_by_link(session: Session, batch: Sequence[ItemFields]) -> dict[tuple[str | None, str], NewsItem]:
+    """The first stored item (lowest id) of each (link, language) the batch names."""
+    found: dict[tuple[str | None, str], NewsItem] = {}
+    links = sorted({fields.link for fields in batch if fields.link})
+    for chunk in _chunks(links):
+        rows = session.scalars(select(NewsItem).where(NewsItem.link.in_(chunk)).order_by(NewsItem.id))
+        for item in rows:
+            found.setdefault((item.link, item.language), item)
+    return found
+
+
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+def _new_item(fields: ItemFields) -> NewsItem:
+    item = NewsItem(
+        source=fields.source,
+        source_kind=fields.source_kind,
+        source_id=fields.source_id,
+        language_origin=fields.language_origin,
+        date_origin=fields.date_origin,
+        topics_origin=fields.topics_origin,
+        source_hash=source_hash(fields),
+        overrides=[],
+        status=NewsStatus.NEW,
+        changed=False,
+    )
+    for name in CONTENT_FIELDS:
+        setattr(item, name, getattr(fields, name))
+    item.content_hash = content_hash(item)
+    return item
+
+
+def _update(item: NewsItem, fields: ItemFields) -> Outcome:
+    new_source_hash = source_hash(fields)
     if item.source_hash == new_source_hash:
-        return "unchanged", item
+        return "unchanged"
     merged = _merged_values(item, fields)
     new_hash = _content_digest({name: merged[name] for name in CONTENT_FIELDS})
     if new_hash == item.content_hash:
         # The source changed in ways that do not show (a touched file, a field staff set by hand):
         # nothing is written, so the item does not look changed to the workflow.
-        return "unchanged", item
+        return "unchanged"
     for name, value in merged.items():
         if getattr(item, name) != value:
             setattr(item, name, value)
@@ -143,8 +195,7 @@ def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem
     item.source_hash = new_source_hash
     item.content_hash = new_hash
     item.changed = True
-    session.flush()
-    return "updated", item
+    return "updated"
 
 
 def _merged_values(item: NewsItem, fields: ItemFields) -> dict[str, Any]:

@@ -17,6 +17,7 @@ news items use with anchored patterns instead.
 
 from __future__ import annotations
 
+import heapq
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -53,22 +54,37 @@ class TextDate:
     phrase: str
 
 
+class _Unaccented(dict[int, str]):
+    """``str.translate`` table from a character to its letter without accent, filled as met."""
+
+    def __missing__(self, code: int) -> str:
+        letter = unicodedata.normalize("NFKD", chr(code))[0]
+        self[code] = letter
+        return letter
+
+
+_UNACCENTED = _Unaccented()
+
+
 def _strip_accents(text: str) -> str:
     """The text without accents, one character for one, so match positions stay those of ``text``."""
-    return "".join(unicodedata.normalize("NFKD", ch)[0] if ord(ch) > 127 else ch for ch in text)
+    return text if text.isascii() else text.translate(_UNACCENTED)
 
 
 def find_text_date(text: str, as_of: date) -> TextDate | None:
     """The first date the text names that can be placed in time relative to ``as_of``, or None."""
     plain = _strip_accents(text)
-    candidates = []
-    for pattern, day_group, month_group, year_group in ((_DAY_FIRST, 1, 2, 3), (_MONTH_FIRST, 2, 1, 3)):
-        for match in pattern.finditer(plain):
-            if pattern is _MONTH_FIRST and not text[match.start(1)].isupper():
-                # English writes month names with a capital; "may 3" is a verb and a number.
-                continue
-            candidates.append((match.start(), match, day_group, month_group, year_group))
-    for _start, match, day_group, month_group, year_group in sorted(candidates, key=lambda c: c[0]):
+    # Both patterns' matches in the order they occur, read lazily: the first date is usually early.
+    day_first = ((m.start(), 0, m, 1, 2, 3) for m in _DAY_FIRST.finditer(plain))
+    month_first = (
+        (m.start(), 1, m, 2, 1, 3)
+        for m in _MONTH_FIRST.finditer(plain)
+        # English writes month names with a capital; "may 3" is a verb and a number.
+        if text[m.start(1)].isupper()
+    )
+    for _start, _order, match, day_group, month_group, year_group in heapq.merge(
+        day_first, month_first, key=lambda c: (c[0], c[1])
+    ):
         found = _resolve(plain, match, day_group, month_group, year_group, as_of)
         if found is not None:
             return TextDate(found, _phrase(text, plain, match))

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
 from bulletin.config import Interest, Settings
 
+# The blocks of combining marks (accents) of Latin, Greek and Cyrillic letters.
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
 
 def fold(text: str) -> str:
     """Lower case without accents: ``École`` -> ``ecole``."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    if text.isascii():
+        return text.casefold()
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
 
 
 @lru_cache(maxsize=512)
@@ -65,22 +70,44 @@ class TopicEvidence:
 
 def topic_evidence(settings: Settings, title: str, text: str, language: str) -> list[TopicEvidence]:
     """The evidence for every topic with at least one keyword in ``title`` or ``text``, strongest first."""
-    folded_title, folded_text = fold(title), fold(text)
+    pattern, topics = _keyword_index(
+        tuple((interest.key, tuple(interest.keywords.get(language, []))) for interest in settings.interests)
+    )
+    if pattern is None:
+        return []
+    in_title = Counter(" ".join(hit.split()) for hit in pattern.findall(fold(title)))
+    in_text = Counter(" ".join(hit.split()) for hit in pattern.findall(fold(text)))
     found = []
-    for interest in settings.interests:
+    for key, keywords in topics:
         matches = []
         score = 0.0
-        for keyword in dict.fromkeys(k.strip() for k in interest.keywords.get(language, []) if k.strip()):
-            pattern = _pattern(keyword)
-            in_title = len(pattern.findall(folded_title))
-            in_text = len(pattern.findall(folded_text))
-            if not (in_title or in_text):
+        for keyword, folded in keywords:
+            title_hits, text_hits = in_title[folded], in_text[folded]
+            if not (title_hits or text_hits):
                 continue
-            matches.append((keyword, in_title, in_text))
-            score += (TITLE_WEIGHT if in_title else 0.0) + sum(1 / n for n in range(1, in_text + 1))
+            matches.append((keyword, title_hits, text_hits))
+            score += (TITLE_WEIGHT if title_hits else 0.0) + sum(1 / n for n in range(1, text_hits + 1))
         if matches:
-            found.append(TopicEvidence(interest.key, round(score, 2), tuple(matches)))
+            found.append(TopicEvidence(key, round(score, 2), tuple(matches)))
     return sorted(found, key=lambda evidence: (-evidence.score, evidence.key))
+
+
+_Index = tuple[re.Pattern[str] | None, list[tuple[str, list[tuple[str, str]]]]]
+
+
+@lru_cache(maxsize=64)
+def _keyword_index(interests: tuple[tuple[str, tuple[str, ...]], ...]) -> _Index:
+    """One pattern for the keywords of one language, so the text is read once (whole words, the
+    longest keyword first where two overlap), and each topic's (keyword, folded keyword) pairs."""
+    topics = []
+    for key, raw in interests:
+        keywords = dict.fromkeys(k.strip() for k in raw if k.strip())
+        topics.append((key, [(keyword, " ".join(fold(keyword).split())) for keyword in keywords]))
+    unique = sorted({folded for _key, pairs in topics for _kw, folded in pairs}, key=lambda k: (-len(k), k))
+    if not unique:
+        return None, topics
+    alternatives = "|".join(r"\s+".join(re.escape(word) for word in keyword.split()) for keyword in unique)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)"), topics
 
 
 def strongest_topics(settings: Settings, evidence: list[TopicEvidence]) -> list[str]:
@@ -105,6 +132,8 @@ def map_source_topics(settings: Settings, raw: list[str]) -> list[str]:
 
     Categories that match no interest are ignored.
     """
+    if not raw:
+        return []
     wanted = {" ".join(fold(value).replace("-", " ").replace("_", " ").split()) for value in raw if value.strip()}
     wanted |= {fold(value).strip() for value in raw if value.strip()}
     keys = [interest.key for interest in settings.interests if _names(interest) & wanted]
