@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,6 +17,7 @@ from bulletin.config import Settings
 from bulletin.db import reading
 from bulletin.models import NewsItem
 from bulletin.news.ingest import ingest_sources
+from bulletin.news.store import content_hash
 from bulletin.news.text_pages import read_text_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "news_export"
@@ -212,3 +213,13 @@ def test_a_page_without_title_like_lines_is_one_item_titled_from_its_first_sente
         ["policing"],
     )
     assert len(item.body) == 2
+
+
+def test_stored_hashes_match_what_a_later_edit_computes(engine: Engine, settings: Settings) -> None:
+    """An item is not flagged changed by a correction that changes nothing (its hash was stored right)."""
+    ingest_sources(engine, settings, [str(FIXTURES / "listing_fr.txt")], as_of=AS_OF)
+
+    with reading(engine) as session:
+        for item in session.scalars(select(NewsItem)):
+            assert item.content_hash == content_hash(item)
+            assert item.published_at.utcoffset() == timedelta(0)

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import literal, select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from bulletin.errors import NotFound
-from bulletin.models import NewsItem, NewsStatus
+from bulletin.models import NewsItem, NewsStatus, utcnow
 from bulletin.news.topics import TopicEvidence
 
 Outcome = Literal["added", "updated", "unchanged", "duplicate"]
@@ -102,30 +102,52 @@ def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem
 
 def upsert_items(session: Session, batch: Sequence[ItemFields]) -> list[tuple[Outcome, NewsItem]]:
     """``upsert_item`` for many items of one source: the stored items are read in a few queries and
-    the changes written in one flush, so a page of thousands of items is stored in seconds."""
+    the new ones inserted in one statement, so a page of thousands of items is stored in seconds.
+
+    An item named twice in the batch (same source id, or same link and language) is stored once,
+    as the batch first gives it.
+    """
     stored = _stored_by_source_id(session, batch)
     twins = _stored_by_link(
         session, [fields for fields in batch if (fields.source_kind, fields.source_id) not in stored]
     )
-    results: list[tuple[Outcome, NewsItem]] = []
+    # Outcomes, with the position of the new row for items inserted below.
+    planned: list[tuple[Outcome, NewsItem | int]] = []
+    rows: list[dict[str, Any]] = []
+    pending: dict[tuple[str, str], int] = {}
+    pending_links: dict[tuple[str, str], int] = {}
     with session.no_autoflush:
         for fields in batch:
-            item = stored.get((fields.source_kind, fields.source_id))
-            if item is None:
-                twin = twins.get((fields.link, fields.language)) if fields.link else None
-                if twin is not None:
-                    results.append(("duplicate", twin))
-                    continue
-                item = _new_item(fields)
-                session.add(item)
-                stored[(fields.source_kind, fields.source_id)] = item
-                if fields.link:
-                    twins.setdefault((fields.link, fields.language), item)
-                results.append(("added", item))
+            key = (fields.source_kind, fields.source_id)
+            item = stored.get(key)
+            if item is not None:
+                planned.append((_update(item, fields), item))
                 continue
-            results.append((_update(item, fields), item))
+            if key in pending:
+                planned.append(("unchanged", pending[key]))
+                continue
+            link_key = (fields.link, fields.language) if fields.link else None
+            twin = twins.get(link_key) if link_key else None
+            if twin is not None:
+                planned.append(("duplicate", twin))
+                continue
+            if link_key and link_key in pending_links:
+                planned.append(("duplicate", pending_links[link_key]))
+                continue
+            pending[key] = len(rows)
+            if link_key:
+                pending_links[link_key] = len(rows)
+            planned.append(("added", len(rows)))
+            rows.append(_new_item(fields))
     session.flush()
-    return results
+    created: list[NewsItem] = []
+    if rows:
+        # One executemany, then the new rows read back by their source ids (RETURNING in the
+        # parameters' order would cost SQLite one statement a row).
+        session.execute(insert(NewsItem), rows)
+        by_key = _stored_by_keys(session, [(row["source_kind"], row["source_id"]) for row in rows])
+        created = [by_key[(row["source_kind"], row["source_id"])] for row in rows]
+    return [(outcome, created[item] if isinstance(item, int) else item) for outcome, item in planned]
 
 
 def stored_ids(session: Session, batch: Sequence[ItemFields]) -> list[int | None]:
@@ -135,9 +157,14 @@ def stored_ids(session: Session, batch: Sequence[ItemFields]) -> list[int | None
 
 
 def _stored_by_source_id(session: Session, batch: Sequence[ItemFields]) -> dict[tuple[str, str], NewsItem]:
+    return _stored_by_keys(session, [(fields.source_kind, fields.source_id) for fields in batch])
+
+
+def _stored_by_keys(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], NewsItem]:
+    """Stored items by (source kind, source id)."""
     found: dict[tuple[str, str], NewsItem] = {}
-    for kind in {fields.source_kind for fields in batch}:
-        ids = sorted({fields.source_id for fields in batch if fields.source_kind == kind})
+    for kind in {kind for kind, _id in keys}:
+        ids = sorted({source_id for item_kind, source_id in keys if item_kind == kind})
         for chunk in _chunks(ids):
             rows = session.scalars(select(NewsItem).where(NewsItem.source_kind == kind, NewsItem.source_id.in_(chunk)))
             found.update(((item.source_kind, item.source_id), item) for item in rows)
@@ -159,23 +186,26 @@ def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
     return [values[start : start + size] for start in range(0, len(values), size)]
 
 
-def _new_item(fields: ItemFields) -> NewsItem:
-    item = NewsItem(
-        source=fields.source,
-        source_kind=fields.source_kind,
-        source_id=fields.source_id,
-        language_origin=fields.language_origin,
-        date_origin=fields.date_origin,
-        topics_origin=fields.topics_origin,
-        source_hash=source_hash(fields),
-        overrides=[],
-        status=NewsStatus.NEW,
-        changed=False,
-    )
-    for name in CONTENT_FIELDS:
-        setattr(item, name, getattr(fields, name))
-    item.content_hash = content_hash(item)
-    return item
+def _new_item(fields: ItemFields) -> dict[str, Any]:
+    """The row of a new item."""
+    content = {name: getattr(fields, name) for name in CONTENT_FIELDS}
+    now = utcnow()
+    return {
+        **content,
+        "source": fields.source,
+        "source_kind": fields.source_kind,
+        "source_id": fields.source_id,
+        "language_origin": fields.language_origin,
+        "date_origin": fields.date_origin,
+        "topics_origin": fields.topics_origin,
+        "source_hash": source_hash(fields),
+        "content_hash": _content_digest(content),
+        "overrides": [],
+        "status": NewsStatus.NEW,
+        "changed": False,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _update(item: NewsItem, fields: ItemFields) -> Outcome:

@@ -21,7 +21,7 @@ import heapq
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 from bulletin.news.dates import MONTHS, WEEKDAYS
@@ -131,8 +131,8 @@ def _resolve(
 
 
 def text_date_moment(found: TextDate, timezone: str) -> datetime:
-    """Midnight of the found day in ``timezone``, as an aware datetime."""
-    return datetime.combine(found.day, time(0, 0), tzinfo=ZoneInfo(timezone))
+    """Midnight of the found day in ``timezone``, in UTC (as every stored date is)."""
+    return datetime.combine(found.day, time(0, 0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
 
 
 def local_day(moment: datetime, timezone: str) -> date:
