@@ -223,3 +223,20 @@ def test_stored_hashes_match_what_a_later_edit_computes(engine: Engine, settings
         for item in session.scalars(select(NewsItem)):
             assert item.content_hash == content_hash(item)
             assert item.published_at.utcoffset() == timedelta(0)
+
+
+def test_a_few_items_ending_with_their_link_do_not_hide_the_unmarked_titles() -> None:
+    text = (FIXTURES / "listing_fr.txt").read_text(encoding="utf-8")
+    # Two of the nine items keep their read-more link; the other titles have no mark at all.
+    text = text.replace(
+        "Un premier séminaire conjoint aura lieu à Mexico.",
+        "Un premier séminaire conjoint aura lieu à Mexico.\n\nEn savoir plus\nhttps://www.example.org/fr/entente",
+    ).replace(
+        "engagements pris par les élus.",
+        "engagements pris par les élus.\n\nEn savoir plus\nhttps://www.example.org/fr/forum",
+    )
+
+    drafts = read_text_page(text, "x")
+
+    assert [draft.title for draft in drafts] == [title for title, _day, _topics in EXPECTED["fr"]]
+    assert drafts[5].link == "https://www.example.org/fr/entente"

@@ -27,8 +27,9 @@ a paragraph when among other short lines). The evidence, strongest first:
 - the paragraph under it in another language than the current item's first paragraph (+3);
 - for a line the format does not mark: an item so far without a long paragraph (-2), a line
   repeating the item's title (-3, a sub-title) or other words of the item (-1.5), counting only
-  words rare on the page (not "Centre" or "prévention"), and a page that does mark its items
-  (-3: there, an unmarked line is a sub-heading).
+  words rare on the page (not "Centre" or "prévention"), and a page that marks its items as a
+  rule (-3: there, an unmarked line is a sub-heading; a few items ending with their link do not
+  make that rule).
 
 A page without any title-like line is one item titled from its first sentence; a page of title
 lines only is rejected.
@@ -524,20 +525,34 @@ def _echoes(words: set[str], title: str) -> bool:
 
 def _marks_its_items(units: list[_Unit], shaped: list[bool], timezone: str) -> bool:
     """The page marks where its items start (date lines, separators, read-more links), so a short
-    line without such a mark is a sub-heading, not a new item."""
-    marked = 0
+    line without such a mark is a sub-heading, not a new item.
+
+    The marks must be the rule, not the exception: a page where a few items end with their link
+    but more titles stand unmarked over a long paragraph does not count as marking its items.
+    """
+    marked = unmarked = 0
     closed = False
     for index, unit in enumerate(units):
         if shaped[index]:
             meta_below = index + 1 < len(units) and _meta_of(units[index + 1], timezone) is not None
-            if (meta_below or closed or not _no_gap(unit)) and index > 0:
+            if index > 0 and (meta_below or closed or not _no_gap(unit)):
                 marked += 1
+            elif index > 0 and _looks_like_unmarked_title(units, shaped, index):
+                unmarked += 1
             closed = False
         elif unit.kind == "link":
             closed = bool(unit.label) and _is_label(unit.label)
         elif unit.kind != "label":
             closed = False
-    return marked >= 2
+    return marked >= 2 and marked > unmarked
+
+
+def _looks_like_unmarked_title(units: list[_Unit], shaped: list[bool], index: int) -> bool:
+    """A line of six words or more over a long paragraph, not introduced by a ":" line."""
+    previous = units[index - 1]
+    introduced = previous.kind == "para" and previous.text.endswith(":")
+    long_words = len(units[index].text.split()) >= 6
+    return long_words and not introduced and _next_kind(units, shaped, index + 1) == "long"
 
 
 def _no_gap(unit: _Unit) -> bool:
