@@ -240,3 +240,23 @@ def test_a_few_items_ending_with_their_link_do_not_hide_the_unmarked_titles() ->
 
     assert [draft.title for draft in drafts] == [title for title, _day, _topics in EXPECTED["fr"]]
     assert drafts[5].link == "https://www.example.org/fr/entente"
+
+
+def test_a_sub_title_repeating_the_story_title_does_not_start_an_item() -> None:
+    text = (
+        "Semaine de la prévention 2026 – Entretien avec Julie Tremblay sur le réseau des quartiers\n\n"
+        "Pendant la semaine de la prévention, le Centre présente chaque jour un de ses projets. Aujourd’hui, "
+        "une analyste raconte son travail auprès des équipes locales et les résultats obtenus depuis trois ans.\n\n"
+        "Entretien avec Julie Tremblay, coordonnatrice du réseau des quartiers et analyste au Centre\n\n"
+        "Depuis son arrivée, Julie Tremblay a accompagné une vingtaine d’équipes locales dans leurs diagnostics "
+        "de sécurité. Elle décrit ici les méthodes du réseau et les liens tissés avec les organismes.\n\n"
+        "Le réseau tiendra son colloque annuel le 13 novembre prochain."
+    )
+
+    [draft] = read_text_page(text, "x")
+
+    assert draft.title.startswith("Semaine de la prévention 2026")
+    assert draft.body[1] == {
+        "type": "heading",
+        "text": "Entretien avec Julie Tremblay, coordonnatrice du réseau des quartiers et analyste au Centre",
+    }
