@@ -36,8 +36,13 @@ _OTHER_DAY = r"\d{1,2}(?!\d)(?:er|re|st|nd|rd|th|º|°)?"
 _MORE_DAYS = rf"(?:\s*(?:,|-|–|au|al|a|to|et|y|and|&)\s*(?:le\s+|el\s+)?{_OTHER_DAY})*"
 _YEAR = r"(?:,?\s+(?:de\s+|del\s+)?(\d{4}))?"
 
-_DAY_FIRST = re.compile(rf"(?<![\w/.-]){_DAY}{_MORE_DAYS}\s+(?:de\s+|of\s+)?({_MONTH})(?![\w]){_YEAR}", re.IGNORECASE)
-_MONTH_FIRST = re.compile(rf"(?<![\w])({_MONTH})\s+{_DAY}(?![\w]){_MORE_DAYS}{_YEAR}", re.IGNORECASE)
+# Both start with what they look for (a digit, a capital), so the scan skips everything else; the
+# character before a match is checked in code.
+_DAY_FIRST = re.compile(rf"{_DAY}{_MORE_DAYS}\s+(?:de\s+|of\s+)?({_MONTH})(?![\w]){_YEAR}", re.IGNORECASE)
+# Only English writes the month first, with a capital ("May 3"; "may 3" is a verb and a number).
+_ENGLISH_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+_MONTH_FIRST = re.compile(rf"({_ENGLISH_MONTHS})\s+{_DAY}(?![\w]){_MORE_DAYS}{_YEAR}")
+_BEFORE_DAY = re.compile(r"[\w/.-]")
 _WEEKDAY_BEFORE = re.compile(rf"(?<![\w])({_WEEKDAY})\s*,?\s*(?:(?:le|el|the|on)\s+)?$", re.IGNORECASE)
 _FUTURE_BEFORE = re.compile(r"(?<![\w])(?:proximo|next)\s+$", re.IGNORECASE)
 _FUTURE_AFTER = re.compile(r"^\s*(?:prochaine?|proximo)(?![\w])", re.IGNORECASE)
@@ -75,12 +80,15 @@ def find_text_date(text: str, as_of: date) -> TextDate | None:
     """The first date the text names that can be placed in time relative to ``as_of``, or None."""
     plain = _strip_accents(text)
     # Both patterns' matches in the order they occur, read lazily: the first date is usually early.
-    day_first = ((m.start(), 0, m, 1, 2, 3) for m in _DAY_FIRST.finditer(plain))
+    day_first = (
+        (m.start(), 0, m, 1, 2, 3)
+        for m in _DAY_FIRST.finditer(plain)
+        if m.start() == 0 or not _BEFORE_DAY.match(plain[m.start() - 1])
+    )
     month_first = (
         (m.start(), 1, m, 2, 1, 3)
         for m in _MONTH_FIRST.finditer(plain)
-        # English writes month names with a capital; "may 3" is a verb and a number.
-        if text[m.start(1)].isupper()
+        if m.start() == 0 or not plain[m.start() - 1].isalnum()
     )
     for _start, _order, match, day_group, month_group, year_group in heapq.merge(
         day_first, month_first, key=lambda c: (c[0], c[1])
