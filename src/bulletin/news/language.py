@@ -41,7 +41,8 @@ STOP_WORDS: dict[str, frozenset[str]] = {
 # Letters that belong to one language much more than to the others.
 MARKERS: dict[str, str] = {"es": "ñ¿¡", "fr": "çœæùûîêèëï"}
 
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?", re.UNICODE)
+# Words, with an elided article or pronoun ("l'école"); the typographic apostrophe is made straight first.
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
 @dataclass(frozen=True)
