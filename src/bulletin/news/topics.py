@@ -70,44 +70,42 @@ class TopicEvidence:
 
 def topic_evidence(settings: Settings, title: str, text: str, language: str) -> list[TopicEvidence]:
     """The evidence for every topic with at least one keyword in ``title`` or ``text``, strongest first."""
-    pattern, topics = _keyword_index(
+    pattern, owners = _keyword_index(
         tuple((interest.key, tuple(interest.keywords.get(language, []))) for interest in settings.interests)
     )
     if pattern is None:
         return []
     in_title = Counter(" ".join(hit.split()) for hit in pattern.findall(fold(title)))
     in_text = Counter(" ".join(hit.split()) for hit in pattern.findall(fold(text)))
-    found = []
-    for key, keywords in topics:
-        matches = []
-        score = 0.0
-        for keyword, folded in keywords:
-            title_hits, text_hits = in_title[folded], in_text[folded]
-            if not (title_hits or text_hits):
-                continue
-            matches.append((keyword, title_hits, text_hits))
-            score += (TITLE_WEIGHT if title_hits else 0.0) + sum(1 / n for n in range(1, text_hits + 1))
-        if matches:
-            found.append(TopicEvidence(key, round(score, 2), tuple(matches)))
-    return sorted(found, key=lambda evidence: (-evidence.score, evidence.key))
+    # Only the keywords found are looked at: (topic key) -> [(keyword's rank, keyword, title, text hits)].
+    found: dict[str, list[tuple[int, str, int, int]]] = {}
+    for folded in in_title.keys() | in_text.keys():
+        for key, rank, keyword in owners[folded]:
+            found.setdefault(key, []).append((rank, keyword, in_title[folded], in_text[folded]))
+    evidence = []
+    for key, hits in found.items():
+        score = sum((TITLE_WEIGHT if t else 0.0) + sum(1 / n for n in range(1, x + 1)) for _r, _k, t, x in hits)
+        matches = tuple((keyword, t, x) for _rank, keyword, t, x in sorted(hits))
+        evidence.append(TopicEvidence(key, round(score, 2), matches))
+    return sorted(evidence, key=lambda e: (-e.score, e.key))
 
 
-_Index = tuple[re.Pattern[str] | None, list[tuple[str, list[tuple[str, str]]]]]
+_Index = tuple[re.Pattern[str] | None, dict[str, list[tuple[str, int, str]]]]
 
 
 @lru_cache(maxsize=64)
 def _keyword_index(interests: tuple[tuple[str, tuple[str, ...]], ...]) -> _Index:
     """One pattern for the keywords of one language, so the text is read once (whole words, the
-    longest keyword first where two overlap), and each topic's (keyword, folded keyword) pairs."""
-    topics = []
+    longest keyword first where two overlap), and the (topic, rank, keyword) each folded keyword is."""
+    owners: dict[str, list[tuple[str, int, str]]] = {}
     for key, raw in interests:
-        keywords = dict.fromkeys(k.strip() for k in raw if k.strip())
-        topics.append((key, [(keyword, " ".join(fold(keyword).split())) for keyword in keywords]))
-    unique = sorted({folded for _key, pairs in topics for _kw, folded in pairs}, key=lambda k: (-len(k), k))
+        for rank, keyword in enumerate(dict.fromkeys(k.strip() for k in raw if k.strip())):
+            owners.setdefault(" ".join(fold(keyword).split()), []).append((key, rank, keyword))
+    unique = sorted(owners, key=lambda k: (-len(k), k))
     if not unique:
-        return None, topics
+        return None, owners
     alternatives = "|".join(r"\s+".join(re.escape(word) for word in keyword.split()) for keyword in unique)
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)"), topics
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)"), owners
 
 
 def strongest_topics(settings: Settings, evidence: list[TopicEvidence]) -> list[str]:
