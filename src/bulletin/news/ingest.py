@@ -282,8 +282,9 @@ def _ingest_url(engine: Engine, settings: Settings, url: str, options: IngestOpt
     )
     if fetched.not_modified:
         outcome.notes.append("not modified since the last fetch (HTTP 304)")
-        with transaction(engine) as session:
-            _remember_feed(session, url, fetched.etag, fetched.last_modified)
+        if not options.dry_run:
+            with transaction(engine) as session:
+                _remember_feed(session, url, fetched.etag, fetched.last_modified)
         return
     assert fetched.body is not None
     if not fetched.body.strip():
