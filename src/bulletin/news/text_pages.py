@@ -41,67 +41,25 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 from bulletin.news.dates import parse_date_line
 from bulletin.news.draft import Block, Draft, clean_blocks, clip, single_line
 from bulletin.news.errors import SourceError
 from bulletin.news.language import STOP_WORDS, detect_language
+from bulletin.news.text_units import (
+    TITLE_MAX,
+    Unit,
+    is_label,
+    meta_of,
+    no_gap,
+    normalise,
+    read_units,
+    title_line,
+    title_shaped,
+    url_of,
+)
 from bulletin.news.topics import fold
-
-_BULLET = re.compile(r"^(\s*)[•◦▪‣●·\-*–—]\s+(\S.*)$")
-_SEPARATOR = re.compile(r"^\s*(?:[-*_=~#•·–—]\s*){3,}$")
-_URL = re.compile(r"^<?((?:https?://|www\.)[^\s<>]+?)>?[.,;:!?)»]*$", re.IGNORECASE)
-_EMAIL_ONLY = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
-# Control characters (category Cc) but the line feed.
-_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-_KEY_VALUE = re.compile(r"^([^:]{2,40}?)\s*:\s*(\S.*)$")
-
-# Link labels, compared without accents or case, trailing colons and arrows.
-LINK_LABELS = {
-    "en savoir plus", "pour en savoir plus", "lire la suite", "lire plus", "plus d'informations",
-    "plus d'information", "pour plus d'informations", "voir plus", "consulter", "en lire plus",
-    "read more", "learn more", "more information", "more info", "find out more", "continue reading", "see more",
-    "mas informacion", "para mas informacion", "leer mas", "seguir leyendo", "ver mas", "saber mas",
-}  # fmt: skip
-
-# "Key : value" lines under a title. Only these keys are metadata; "Prévention : un rapport" is a title.
-META_KEYS = {
-    "date": {"date", "date de publication", "publie le", "fecha", "fecha de publicacion", "published", "publication"},
-    "language": {"langue", "language", "idioma", "lang"},
-    "topics": {"themes", "theme", "sujets", "topics", "topic", "temas", "tema", "categories", "categorias"},
-    "translation_key": {"cle de traduction", "translation key", "clave de traduccion", "traduction", "translation"},
-    "image": {"image", "imagen", "photo", "foto"},
-    "image_alt": {"texte alternatif", "alt text", "texto alternativo", "legende", "caption", "leyenda"},
-}
-# Other keys that mark a line as information about the event, not a title.
-INFO_KEYS = {
-    "lieu", "heure", "horaire", "location", "venue", "time", "where", "when", "lugar", "hora", "contact",
-    "contacto", "inscription", "inscriptions", "registration", "inscripcion", "inscripciones", "auteur",
-    "author", "autor", "organisateur", "organizer", "organizador", "source", "fuente", "credit photo",
-    "photo credit", "credito", "quand", "ou", "donde", "cuando", "dates", "fechas", "public", "audience",
-}  # fmt: skip
-
-TITLE_MAX = 150
-TITLE_MAX_WORDS = 25
-
-
-@dataclass
-class _Unit:
-    """A paragraph, a list or a link, with what came before it."""
-
-    kind: str  # "para", "list", "link", "label" (a read-more label without its URL)
-    lines: list[str] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-    url: str = ""
-    label: str = ""
-    blanks_before: int = 0
-    separator_before: bool = False
-
-    @cached_property
-    def text(self) -> str:
-        # Read only once the unit is complete (after ``_units``), so it is computed once.
-        return single_line(" ".join(self.lines))
 
 
 @dataclass
@@ -113,140 +71,6 @@ class _Item:
     closed: bool = False
     # The language of its first paragraph, to notice an item in another language starting.
     language: str = ""
-
-
-def _fold_label(text: str) -> str:
-    text = fold(text).replace("’", "'")
-    return " ".join(text.strip().rstrip(":.…»›→>").strip().split())
-
-
-def _is_label(text: str) -> bool:
-    return _fold_label(text) in LINK_LABELS
-
-
-def _url_of(text: str) -> str | None:
-    match = _URL.match(text.strip())
-    if not match:
-        return None
-    url = match.group(1)
-    # A closing parenthesis belongs to the URL only when it opened one.
-    if url.endswith(")") and url.count("(") < url.count(")"):
-        url = url[:-1]
-    url = url.rstrip(".,;:!?»")
-    return url if url.lower().startswith("http") else "https://" + url
-
-
-def _units(text: str) -> list[_Unit]:
-    """Paragraphs, lists and links of a page, each knowing the blank lines and separator above it."""
-    units: list[_Unit] = []
-    blanks = 0
-    separator = False
-    pending_label: str | None = None
-    previous = "blank"  # what the last non-blank line continued: "para", "bullet" or something else
-
-    def add(unit: _Unit) -> None:
-        unit.blanks_before = blanks
-        unit.separator_before = separator
-        units.append(unit)
-
-    for raw in text.split("\n"):
-        line = raw.rstrip()
-        stripped = line.strip()
-        if not stripped:
-            blanks += 1
-            previous = "blank"
-            continue
-        if _SEPARATOR.match(line):
-            separator = True
-            previous = "blank"
-            continue
-        if _is_label(stripped):
-            # The label of the URL on one of the next lines; alone (the export dropped its URL),
-            # it is not content but still ends its item.
-            pending_label = stripped.rstrip(" :.…»›→>").strip()
-            add(_Unit("label", label=pending_label))
-            blanks = 0
-            separator = False
-            previous = "label"
-            continue
-        bullet = _BULLET.match(line)
-        url = _url_of(stripped)
-        key_value = _KEY_VALUE.match(stripped)
-        if not url and key_value and _is_label(key_value.group(1)) and _url_of(key_value.group(2)):
-            # "Read more: https://..." on one line.
-            pending_label, url = key_value.group(1).strip(), _url_of(key_value.group(2))
-        if url:
-            link = _Unit("link", url=url, label=pending_label or "")
-            if pending_label is not None and units and units[-1].kind == "label":
-                label_unit = units.pop()
-                link.blanks_before, link.separator_before = label_unit.blanks_before, label_unit.separator_before
-                units.append(link)
-            else:
-                add(link)
-            previous = "link"
-        elif bullet:
-            item = bullet.group(2).strip()
-            if units and units[-1].kind == "list" and blanks <= 1 and not separator:
-                units[-1].items.append(item)
-            else:
-                add(_Unit("list", items=[item]))
-            previous = "bullet"
-        elif previous == "bullet" and line[:1].isspace():
-            # An indented continuation of the list item above.
-            units[-1].items[-1] += " " + stripped
-        elif previous == "para" and not (_looks_like_meta(stripped) or _looks_like_meta(units[-1].lines[-1])):
-            units[-1].lines.append(stripped)
-        else:
-            add(_Unit("para", lines=[stripped]))
-            previous = "para"
-        pending_label = None
-        blanks = 0
-        separator = False
-    return units
-
-
-def _looks_like_meta(line: str) -> bool:
-    """A date or "Key: value" metadata line, kept apart even without a blank line around it."""
-    return _meta_of(_Unit("para", lines=[line]), "UTC") is not None
-
-
-def _meta_of(unit: _Unit, timezone: str) -> tuple[str, str] | None:
-    """("date"|"language"|..., value) when a one-line paragraph is metadata of the item."""
-    if unit.kind != "para" or len(unit.lines) != 1:
-        return None
-    line = unit.lines[0]
-    if parse_date_line(line, timezone) is not None:
-        return ("date", line)
-    match = _KEY_VALUE.match(line)
-    if match:
-        key = " ".join(fold(match.group(1)).split())
-        for name, keys in META_KEYS.items():
-            if key in keys:
-                return (name, match.group(2).strip())
-    return None
-
-
-def _is_info(unit: _Unit) -> bool:
-    match = _KEY_VALUE.match(unit.lines[0]) if unit.kind == "para" and unit.lines else None
-    return bool(match and " ".join(fold(match.group(1)).split()) in INFO_KEYS)
-
-
-def _title_shaped(unit: _Unit, timezone: str) -> bool:
-    """A short line of its own that could be a title or a sub-heading."""
-    if unit.kind != "para" or len(unit.lines) != 1:
-        return False
-    line = unit.lines[0]
-    return _title_line(line) and _meta_of(unit, timezone) is None and not _is_info(unit)
-
-
-def _title_line(line: str) -> bool:
-    if len(line) > TITLE_MAX or len(line.split()) > TITLE_MAX_WORDS:
-        return False
-    if not any(ch.isalpha() for ch in line) or _EMAIL_ONLY.match(line):
-        return False
-    # A closing period, colon, comma or ellipsis makes it a sentence or an introduction.
-    end = line.rstrip("\"'»”’) ]")
-    return not end.endswith((".", ":", ";", ",", "…"))
 
 
 PageItem = tuple[str | None, list[Block], dict[str, str], datetime | None]
@@ -349,15 +173,15 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
 
     A None title is text that no title introduces (it is rejected by the caller).
     """
-    units = _units(_normalise(text))
-    if units and units[0].kind == "para" and len(units[0].lines) > 1 and _title_line(units[0].lines[0]):
+    units = read_units(normalise(text))
+    if units and units[0].kind == "para" and len(units[0].lines) > 1 and title_line(units[0].lines[0]):
         # A title written right above the first paragraph, without a blank line.
         first = units[0]
         units[0:1] = [
-            _Unit("para", lines=[first.lines[0]]),
-            _Unit("para", lines=first.lines[1:], blanks_before=1),
+            Unit("para", lines=[first.lines[0]]),
+            Unit("para", lines=first.lines[1:], blanks_before=1),
         ]
-    shaped = [_title_shaped(unit, timezone) for unit in units]
+    shaped = [title_shaped(unit, timezone) for unit in units]
     marked_page = _marks_its_items(units, shaped, timezone)
     words_of = [_content_words(unit) for unit in units]
     spread: Counter[str] = Counter(
@@ -373,7 +197,7 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
             item_words |= words_of[index]
         if shaped[index]:
             after = index + 1
-            while after < len(units) and _meta_of(units[after], timezone) is not None and _no_gap(units[after]):
+            while after < len(units) and meta_of(units[after], timezone) is not None and no_gap(units[after]):
                 after += 1
             current = items[-1] if items else None
             evidence = _evidence(units, shaped, index, after, current, marked_page, timezone)
@@ -387,7 +211,7 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
                 item_words = set(words_of[index])
                 item = _Item(title=unit.text)
                 for meta_unit in units[index + 1 : after]:
-                    meta = _meta_of(meta_unit, timezone)
+                    meta = meta_of(meta_unit, timezone)
                     if meta is None:
                         continue
                     name, value = meta
@@ -424,8 +248,8 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
             if not items[-1].language and unit.kind == "para" and len(unit.text) >= MEDIUM_PARAGRAPH:
                 items[-1].language = _language_of(unit.text) or ""
             items[-1].blocks.append(block)
-            items[-1].closed = block["type"] == "link" and bool(block["label"]) and _is_label(block["label"])
-        elif _meta_of(unit, timezone):
+            items[-1].closed = block["type"] == "link" and bool(block["label"]) and is_label(block["label"])
+        elif meta_of(unit, timezone):
             preamble.append({"type": "heading", "text": unit.text})
         else:
             preamble.append(block)
@@ -441,7 +265,7 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
 
 
 def _evidence(
-    units: list[_Unit],
+    units: list[Unit],
     shaped: list[bool],
     index: int,
     after: int,
@@ -455,12 +279,12 @@ def _evidence(
     previous = units[index - 1] if index > 0 else None
     return _Evidence(
         meta_below=after > index + 1,
-        gap_above=not _no_gap(unit),
+        gap_above=not no_gap(unit),
         closed_above=current is not None and current.closed,
         first=current is None,
         next_kind=_next_kind(units, shaped, after),
         colon_above=previous is not None and previous.kind == "para" and previous.text.endswith(":"),
-        title_above=index > 0 and shaped[index - 1] and current is not None and _no_gap(unit),
+        title_above=index > 0 and shaped[index - 1] and current is not None and no_gap(unit),
         thin_item=current is not None and _text_size(current.blocks) < LONG_PARAGRAPH,
         words=len(line.split()),
         lowercase=line[:1].islower(),
@@ -479,7 +303,7 @@ def _first_sentence(blocks: list[Block]) -> str:
     return clip(sentence, TITLE_MAX)
 
 
-def _next_kind(units: list[_Unit], shaped: list[bool], at: int) -> str:
+def _next_kind(units: list[Unit], shaped: list[bool], at: int) -> str:
     if at >= len(units):
         return "none"
     unit = units[at]
@@ -495,7 +319,7 @@ def _next_kind(units: list[_Unit], shaped: list[bool], at: int) -> str:
     return "medium" if len(text) >= MEDIUM_PARAGRAPH else "short"
 
 
-def _content_words(unit: _Unit) -> set[str]:
+def _content_words(unit: Unit) -> set[str]:
     text = " ".join([*unit.lines, *unit.items])
     return _words_of(text)
 
@@ -523,7 +347,7 @@ def _echoes(words: set[str], title: str) -> bool:
     return len(words & title_words) / min(len(words), len(title_words)) >= 0.4
 
 
-def _marks_its_items(units: list[_Unit], shaped: list[bool], timezone: str) -> bool:
+def _marks_its_items(units: list[Unit], shaped: list[bool], timezone: str) -> bool:
     """The page marks where its items start (date lines, separators, read-more links), so a short
     line without such a mark is a sub-heading, not a new item.
 
@@ -534,20 +358,20 @@ def _marks_its_items(units: list[_Unit], shaped: list[bool], timezone: str) -> b
     closed = False
     for index, unit in enumerate(units):
         if shaped[index]:
-            meta_below = index + 1 < len(units) and _meta_of(units[index + 1], timezone) is not None
-            if index > 0 and (meta_below or closed or not _no_gap(unit)):
+            meta_below = index + 1 < len(units) and meta_of(units[index + 1], timezone) is not None
+            if index > 0 and (meta_below or closed or not no_gap(unit)):
                 marked += 1
             elif index > 0 and _looks_like_unmarked_title(units, shaped, index):
                 unmarked += 1
             closed = False
         elif unit.kind == "link":
-            closed = bool(unit.label) and _is_label(unit.label)
+            closed = bool(unit.label) and is_label(unit.label)
         elif unit.kind != "label":
             closed = False
     return marked >= 2 and marked > unmarked
 
 
-def _looks_like_unmarked_title(units: list[_Unit], shaped: list[bool], index: int) -> bool:
+def _looks_like_unmarked_title(units: list[Unit], shaped: list[bool], index: int) -> bool:
     """A line of six words or more over a long paragraph, not introduced by a ":" line."""
     previous = units[index - 1]
     introduced = previous.kind == "para" and previous.text.endswith(":")
@@ -555,23 +379,12 @@ def _looks_like_unmarked_title(units: list[_Unit], shaped: list[bool], index: in
     return long_words and not introduced and _next_kind(units, shaped, index + 1) == "long"
 
 
-def _no_gap(unit: _Unit) -> bool:
-    return not unit.separator_before and unit.blanks_before < 2
-
-
-def _block_of(unit: _Unit, timezone: str) -> Block:
+def _block_of(unit: Unit, timezone: str) -> Block:
     if unit.kind == "list":
         return {"type": "list", "items": unit.items}
     if unit.kind == "link":
         return {"type": "link", "url": unit.url, "label": unit.label}
     return {"type": "paragraph", "text": unit.text}
-
-
-def _normalise(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
-    text = text.replace("\u2028", "\n").replace("\u2029", "\n\n").replace("\u00a0", " ").replace("\t", "    ")
-    # Other control characters carry nothing a reader would see.
-    return _CONTROLS.sub("", text)
 
 
 def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Draft]:
@@ -595,7 +408,7 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
             language=meta.get("language"),
             topics=[topic.strip() for topic in re.split(r"[,;]", meta.get("topics", "")) if topic.strip()],
             translation_key=meta.get("translation_key"),
-            image=_url_of(meta["image"]) if meta.get("image") else None,
+            image=url_of(meta["image"]) if meta.get("image") else None,
             image_alt=meta.get("image_alt"),
         )
         if not title:
@@ -608,7 +421,7 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
 def canonical_link(blocks: list[Block]) -> str | None:
     links = [block for block in blocks if block["type"] == "link"]
     for block in links:
-        if block["label"] and _is_label(block["label"]):
+        if block["label"] and is_label(block["label"]):
             return str(block["url"])
     return str(links[0]["url"]) if links else None
 
