@@ -195,3 +195,19 @@ def test_404_timeout_and_non_feed_urls_fail_alone(
     with reading(any_engine) as session:
         # Only the feed that was read has validators stored.
         assert list(session.scalars(select(FeedState.url))) == [feed_server.url("/feed.xml")]
+
+
+def test_a_dry_run_of_a_feed_url_lists_its_items_and_remembers_nothing(
+    engine: Engine, settings: Settings, feed_server: FeedServer
+) -> None:
+    url = feed_server.url("/feed.xml")
+
+    report = ingest_sources(engine, settings, [url], dry_run=True)
+
+    assert [fields.title for fields, _stored in report.outcomes[0].previews] == [
+        "Youth & schools: a new call for projects",
+        "Exchange mission to Senegal on community policing",
+    ]
+    assert stored_titles(engine) == []
+    with reading(engine) as session:
+        assert session.get(FeedState, url) is None

@@ -150,13 +150,13 @@ def test_title_directly_above_the_first_paragraph() -> None:
     assert blocks == [{"type": "paragraph", "text": "La formation aura lieu en juin. Elle dure deux jours."}]
 
 
-def test_text_without_a_title_is_reported_as_an_item_without_title() -> None:
+def test_a_page_without_a_title_like_line_is_one_item_titled_from_its_first_sentence() -> None:
     text = "Ceci est un long paragraphe qui commence la page sans aucun titre. Il continue encore un peu.\n"
     [draft] = read_text_page(text, "x")
 
-    assert draft.title == ""
-    assert draft.problem is not None
-    assert "no title" in draft.problem
+    assert draft.title == "Ceci est un long paragraphe qui commence la page sans aucun titre"
+    assert draft.problem is None
+    assert draft.body == [{"type": "paragraph", "text": text.strip()}]
 
 
 def test_metadata_lines_under_a_title() -> None:

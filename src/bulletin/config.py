@@ -258,6 +258,10 @@ class Ingest:
     folders: list[str] = setting([], "Folders of text and Markdown news read by the periodic edition.")
     timeout: float = setting(20.0, "Seconds before a feed fetch gives up.")
     max_bytes: int = setting(10_000_000, "Largest source accepted, in bytes.")
+    max_topics: int = setting(3, "Most topics an item gets from its keywords: the strongest ones are kept.")
+    topic_min_score: float = setting(
+        2.0, "Keyword evidence a topic needs: a keyword in the title counts 3, in the text 1 (its repeats less)."
+    )
 
 
 @dataclass(frozen=True)
@@ -420,6 +424,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("smtp.messages_per_second and messages_per_hour: must be positive")
     if settings.workflow.approvals_required < 1:
         raise ConfigError("workflow.approvals_required: must be at least 1")
+    if settings.ingest.max_topics < 0 or settings.ingest.topic_min_score <= 0:
+        raise ConfigError("ingest.max_topics: must be 0 or more, and ingest.topic_min_score positive")
     if not settings.web.base_url.startswith(("https://", "http://")):
         raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
     from zoneinfo import ZoneInfo

@@ -17,13 +17,22 @@ from bulletin.errors import InvalidInput
 from bulletin.models import NewsItem, NewsStatus
 from bulletin.news.curate import exclude_item, include_item, set_item_fields, tag_item
 from bulletin.news.dates import parse_date_line
+from bulletin.news.draft import plain_text
 from bulletin.news.ingest import IngestReport, default_sources, ingest_sources
+from bulletin.news.split_merge import merge_items, split_item
 from bulletin.news.store import NewsFilter, get_item, item_as_dict, list_items
+from bulletin.news.topics import TopicEvidence, topic_evidence
 from bulletin.news.translations import link_translations, translations_of
 
+# Items listed after an ingest; a page of thousands is summed up, 'news list' shows them all.
+SHOWN_ITEMS = 100
 STATUS_CHOICE = click.Choice([status.value for status in NewsStatus])
 # Origins shown as a mark next to a value bulletin guessed rather than read.
-GUESSED = {"detected": "?", "default": "?", "mtime": "~", "fetched": "~"}
+GUESSED = {"detected": "?", "default": "?", "text": "?", "mtime": "~", "fetched": "~"}
+LEGEND = (
+    "? = guessed (language detected, date read in the text), ~ = date from the file time: "
+    "correct with 'bulletin news set ID'"
+)
 
 
 def _console(err: bool = False) -> Console:
@@ -49,19 +58,33 @@ def news() -> None:
 @click.option("--lang", help="Language of items whose source does not give one (else it is detected).")
 @click.option("--date", "date_text", help="Publication date of every item (YYYY-MM-DD), instead of their own.")
 @click.option("--topic", "topics", multiple=True, help="Topic key added to every item; repeat for several.")
+@click.option(
+    "--as-of", "as_of_text", help="The pages' own date (YYYY-MM-DD), for dates their text gives without a year."
+)
+@click.option("--dry-run", is_flag=True, help="Print the items that would be stored and write nothing.")
 @pass_app
 def ingest(
-    app: App, sources: tuple[str, ...], lang: str | None, date_text: str | None, topics: tuple[str, ...]
+    app: App,
+    sources: tuple[str, ...],
+    lang: str | None,
+    date_text: str | None,
+    topics: tuple[str, ...],
+    as_of_text: str | None,
+    dry_run: bool,
 ) -> None:
     """Read news from text pages, Markdown files, feed files, folders and feed URLs.
 
     Each source is stored in its own transaction: one that fails is reported on one line and
     the others still go in. Ingesting the same source again changes nothing; a changed item is
     updated in place and flagged. Without SOURCE, reads ingest.feeds and ingest.folders.
+    An item without a date line is dated from its text ("Le 14 février, ..."); a date without
+    a year is placed on or before the page's date: the file's time, or --as-of.
 
     Example:
 
         bulletin news ingest samples/news https://www.example.org/feed/ --lang fr
+
+        bulletin news ingest actualites.txt --as-of 2026-03-01 --dry-run
     """
     settings = app.settings
     chosen = list(sources) or default_sources(settings)
@@ -74,8 +97,13 @@ def ingest(
         lang=lang,
         date=_parse_date(settings, date_text, "--date"),
         topics=list(topics),
+        as_of=_parse_date(settings, as_of_text, "--as-of"),
+        dry_run=dry_run,
     )
-    _print_report(app, report)
+    if dry_run:
+        _print_previews(report)
+    else:
+        _print_report(app, report)
     if report.failed:
         raise click.exceptions.Exit(1)
 
@@ -114,12 +142,43 @@ def _print_report(app: App, report: IngestReport) -> None:
     touched = [item_id for outcome in report.outcomes if outcome.ok for item_id in outcome.touched_ids]
     if touched:
         with app.reading() as session:
-            items = [session.get(NewsItem, item_id) for item_id in touched]
+            items = [session.get(NewsItem, item_id) for item_id in touched[:SHOWN_ITEMS]]
             _print_items(console, [item for item in items if item is not None], title="Items added or updated")
-        console.print("? = language guessed, ~ = date from the file time: correct with 'bulletin news set ID'")
+        if len(touched) > SHOWN_ITEMS:
+            console.print(f"... and {len(touched) - SHOWN_ITEMS} more: see 'bulletin news list'")
+        console.print(LEGEND)
     for outcome in report.outcomes:
         for note in outcome.notes:
             console.print(f"{escape(_shown_path(outcome.source))}: {escape(note)}")
+    errors = _console(err=True)
+    for outcome in report.failed:
+        errors.print(f"error: {escape(outcome.source)}: {escape(outcome.error or '')}")
+
+
+def _print_previews(report: IngestReport) -> None:
+    """What a dry run would store, item by item, and nothing else (plain lines: pages can be long)."""
+    lines: list[str] = []
+    for outcome in report.outcomes:
+        if not outcome.ok:
+            continue
+        lines.append(f"{_shown_path(outcome.source)} ({outcome.kind}): {len(outcome.previews)} items")
+        for position, (fields, stored_id) in enumerate(outcome.previews, start=1):
+            state = f"already stored as #{stored_id}" if stored_id is not None else "new"
+            where = f"{fields.date_origin}: {fields.date_phrase!r}" if fields.date_phrase else fields.date_origin
+            scores = {evidence.key: evidence.score for evidence in fields.evidence}
+            topic_text = ", ".join(
+                f"{key} ({scores[key]:g})" if key in scores else key for key in fields.topics.split(",") if key
+            )
+            lines += [
+                f"{position:>3}. {fields.title}  [{state}]",
+                f"     date {fields.published_at.strftime('%Y-%m-%d')} ({where})"
+                f" · language {fields.language} ({fields.language_origin})",
+                f"     topics {topic_text or '-'} ({fields.topics_origin})",
+                f"     {' '.join(fields.summary.split()[:14])}…",
+            ]
+        lines.extend(f"{_shown_path(outcome.source)}: {note}" for note in outcome.notes)
+    lines.append("Dry run: nothing was written.")
+    click.echo("\n".join(lines))
     errors = _console(err=True)
     for outcome in report.failed:
         errors.print(f"error: {escape(outcome.source)}: {escape(outcome.error or '')}")
@@ -228,11 +287,13 @@ def show(app: App, item_id: int, as_json: bool) -> None:
             return
         console = _console()
         console.print(f"[bold]{escape(item.title)}[/bold]")
+        guessed = ", guessed" if item.date_origin == "text" else ""
         rows = [
             ("ID", str(item.id)),
             ("Language", f"{item.language} ({item.language_origin})"),
-            ("Date", f"{item.published_at.isoformat()} ({item.date_origin})"),
+            ("Date", f"{item.published_at.isoformat()} ({item.date_origin}{guessed})"),
             ("Topics", f"{', '.join(item.topic_list) or '-'} ({item.topics_origin})"),
+            ("Keywords", "; ".join(e.describe() for e in _evidence_of(app.settings, item)) or "-"),
             ("Status", item.status.value + (", changed since ingested" if item.changed else "")),
             ("Link", item.link or "-"),
             ("Image", f"{item.image} ({item.image_alt or 'no alt text'})" if item.image else "-"),
@@ -257,6 +318,48 @@ def show(app: App, item_id: int, as_json: bool) -> None:
                 label = f"{block['label']}: " if block.get("label") else ""
                 console.print(escape(f"{label}{block['url']}"))
             console.print()
+
+
+def _evidence_of(settings: Settings, item: NewsItem) -> list[TopicEvidence]:
+    """The keywords of the current settings found in the item, per topic, strongest first."""
+    return topic_evidence(settings, item.title, plain_text("", "", item.body), item.language)
+
+
+@news.command("split")
+@click.argument("item_id", type=int)
+@click.option("--at", "at", required=True, help="The line of the item that starts the new item (its title).")
+@click.option("--as-of", "as_of_text", help="The page's date (YYYY-MM-DD), as given to 'news ingest --as-of'.")
+@pass_app
+def split(app: App, item_id: int, at: str, as_of_text: str | None) -> None:
+    """Cut a news item in two at one of its lines; later ingests of the page keep the cut.
+
+    Example:
+
+        bulletin news split 12 --at "Bilan des cafés-rencontres du réseau jeunesse"
+    """
+    with app.transaction() as session:
+        as_of = _parse_date(app.settings, as_of_text, "--as-of")
+        first, second = split_item(session, app.settings, item_id, at, as_of)
+        click.echo(f"News item {first.id} split: {first.title}")
+        click.echo(f"New news item {second.id}: {second.title}")
+
+
+@news.command("merge")
+@click.argument("first_id", type=int)
+@click.argument("second_id", type=int)
+@click.option("--as-of", "as_of_text", help="The page's date (YYYY-MM-DD), as given to 'news ingest --as-of'.")
+@pass_app
+def merge(app: App, first_id: int, second_id: int, as_of_text: str | None) -> None:
+    """Append the second news item to the first (one page's items); later ingests keep the merge.
+
+    Example:
+
+        bulletin news merge 12 13
+    """
+    with app.transaction() as session:
+        as_of = _parse_date(app.settings, as_of_text, "--as-of")
+        item = merge_items(session, app.settings, first_id, second_id, as_of)
+        click.echo(f"News item {second_id} merged into {item.id}: {item.title}")
 
 
 @news.command("set")

@@ -10,7 +10,7 @@ from bulletin.models.edition import (
     EditionTransition,
     EditionVariant,
 )
-from bulletin.models.news import FeedState, NewsItem, NewsStatus
+from bulletin.models.news import FeedState, NewsCorrection, NewsItem, NewsStatus
 from bulletin.models.staff import Lock, RateEvent, StaffMember, StaffRole, StaffSession
 from bulletin.models.subscriber import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression
 
@@ -26,6 +26,7 @@ __all__ = [
     "EditionVariant",
     "FeedState",
     "Lock",
+    "NewsCorrection",
     "NewsItem",
     "NewsStatus",
     "RateEvent",

@@ -86,5 +86,24 @@ class FeedState(Base):
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class NewsCorrection(Base):
+    """A split or merge staff made to the items of one source page, replayed at every ingest of it.
+
+    ``action`` is ``split`` (``item_key`` is cut at the line ``at``) or ``merge`` (``other_key`` is
+    appended to ``item_key``); keys are the items' ``source_id``.
+    """
+
+    __tablename__ = "news_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(2000))
+    action: Mapped[str] = mapped_column(String(16))
+    item_key: Mapped[str] = mapped_column(String(700))
+    other_key: Mapped[str | None] = mapped_column(String(700))
+    at: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+Index("ix_news_corrections_source", NewsCorrection.source)
 Index("ix_news_items_status_published", NewsItem.status, NewsItem.published_at)
 Index("ix_news_items_link", NewsItem.link)

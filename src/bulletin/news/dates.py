@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 MONTHS = {
@@ -57,8 +58,18 @@ _NUMERIC = re.compile(r"^(\d{1,2})[/.](\d{1,2})[/.](\d{4})$")
 
 
 def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    if text.isascii():
+        return text.casefold()
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
+
+
+_DIGIT = re.compile(r"\d")
+# The blocks of combining marks (accents) of Latin, Greek and Cyrillic letters.
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
+# What every date this module reads contains: an ISO or numeric date, or a month name.
+_MAYBE_DATE = re.compile(r"\d{4}-\d|\d[/.]\d|(?<![a-z])(?:" + "|".join(sorted(MONTHS, key=len, reverse=True)) + ")")
 
 
 def _strip_words(text: str) -> str:
@@ -80,14 +91,19 @@ def _strip_words(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def parse_date_line(line: str, timezone: str = "UTC") -> datetime | None:
     """The moment a short date line names, or None if the line is not just a date.
 
     A date without a time is taken as midnight in ``timezone``.
     """
-    if len(line) > 80:
+    if len(line) > 80 or not _DIGIT.search(line):
+        # Every date this reads has a day number: a line without a digit is not one.
         return None
-    text = _strip_words(_fold(" ".join(line.split())))
+    text = _fold(" ".join(line.split()))
+    if not _MAYBE_DATE.search(text):
+        return None
+    text = _strip_words(text)
     zone = ZoneInfo(timezone)
     if match := _ISO.match(text.upper()):
         year, month, day = int(match[1]), int(match[2]), int(match[3])

@@ -39,6 +39,9 @@ def single_line(value: str | None) -> str:
     """Remove CR, LF and every other control character, and collapse runs of spaces."""
     if not value:
         return ""
+    if value.isprintable():
+        # Nothing to replace or drop (the common case): only runs of spaces to collapse.
+        return " ".join(value.split())
     cleaned = "".join(
         " " if (ch in _BREAKS or unicodedata.category(ch) in ("Cc", "Zl", "Zp")) else ch
         for ch in value

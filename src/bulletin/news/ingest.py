@@ -19,6 +19,7 @@ from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import BulletinError, InvalidInput
 from bulletin.models import FeedState, utcnow
+from bulletin.news.corrections import apply_corrections, load_corrections
 from bulletin.news.draft import Draft, clean_blocks, clip, optional_line, plain_text, single_line, summary_from_body
 from bulletin.news.errors import SourceError
 from bulletin.news.feeds import fetch_feed, parse_feed
@@ -26,9 +27,10 @@ from bulletin.news.html_pages import read_html_page
 from bulletin.news.language import detect_language, normalise_language
 from bulletin.news.markdown import read_markdown
 from bulletin.news.source_files import folder_news_files, read_source_file
-from bulletin.news.store import ItemFields, upsert_item
+from bulletin.news.store import ItemFields, stored_ids, upsert_items
+from bulletin.news.text_dates import find_text_date, local_day, text_date_moment
 from bulletin.news.text_pages import read_text_page
-from bulletin.news.topics import keyword_topics, map_source_topics, topics_key
+from bulletin.news.topics import map_source_topics, strongest_topics, topic_evidence, topics_key
 from bulletin.paths import shown
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class SourceOutcome:
     item_ids: list[int] = field(default_factory=list)
     # Items added or updated by this source, for the report shown to staff.
     touched_ids: list[int] = field(default_factory=list)
+    # With dry_run: what would be stored, and whether each item is already stored (its id).
+    previews: list[tuple[ItemFields, int | None]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,10 +103,15 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
-class _Options:
-    language: str | None
-    date: datetime | None
-    topics: tuple[str, ...]
+class IngestOptions:
+    """What the person ingesting said about every item: language, date, topics, the page's own date."""
+
+    language: str | None = None
+    date: datetime | None = None
+    topics: tuple[str, ...] = ()
+    # The date a page was published, for the year of dates its text gives without one.
+    as_of: datetime | None = None
+    dry_run: bool = False
 
 
 def ingest_sources(
@@ -113,11 +122,14 @@ def ingest_sources(
     lang: str | None = None,
     date: datetime | None = None,
     topics: list[str] | None = None,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
 ) -> IngestReport:
     """Read every source into the news store; a failing source is reported and does not stop the others.
 
     ``lang`` is the language of items whose source does not say; ``date`` replaces every item's
-    date; ``topics`` are added to every item.
+    date; ``topics`` are added to every item; ``as_of`` is the pages' own date (else the file's
+    modification time). With ``dry_run`` nothing is written: each outcome lists its previews.
     """
     if not sources:
         raise InvalidInput("give at least one file, folder or feed URL to ingest")
@@ -128,7 +140,9 @@ def ingest_sources(
             raise InvalidInput(f"unknown topic {key!r} (topics are {', '.join(settings.interest_keys)})")
     if date is not None and date.tzinfo is None:
         raise InvalidInput("the --date must carry a time zone")
-    options = _Options(lang, date.astimezone(UTC) if date else None, tuple(topics or ()))
+    if as_of is not None and as_of.tzinfo is None:
+        raise InvalidInput("the --as-of date must carry a time zone")
+    options = IngestOptions(lang, date.astimezone(UTC) if date else None, tuple(topics or ()), as_of, dry_run=dry_run)
     report = IngestReport()
     for source, kind in _expand(sources, report):
         report.outcomes.append(_ingest_one(engine, settings, source, kind, options))
@@ -163,7 +177,7 @@ def _expand(sources: list[str], report: IngestReport) -> Iterator[tuple[str, str
             report.outcomes.append(SourceOutcome(source, "file", error="no such file or folder"))
 
 
-def _ingest_one(engine: Engine, settings: Settings, source: str, kind: str, options: _Options) -> SourceOutcome:
+def _ingest_one(engine: Engine, settings: Settings, source: str, kind: str, options: IngestOptions) -> SourceOutcome:
     outcome = SourceOutcome(source, kind or "file")
     try:
         if kind == "feed-url":
@@ -218,7 +232,9 @@ def _kind_of(path: Path, text: str) -> str:
     return "text"
 
 
-def _ingest_file(engine: Engine, settings: Settings, path: Path, options: _Options, outcome: SourceOutcome) -> None:
+def _ingest_file(
+    engine: Engine, settings: Settings, path: Path, options: IngestOptions, outcome: SourceOutcome
+) -> None:
     data, text = _read_file(path, settings.ingest.max_bytes)
     kind = _kind_of(path, text)
     outcome.kind = kind
@@ -233,11 +249,20 @@ def _ingest_file(engine: Engine, settings: Settings, path: Path, options: _Optio
         drafts = [read_html_page(text, source, timezone=timezone)]
     else:
         drafts = read_text_page(text, source, timezone)
-    mtime = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
-    _store(engine, settings, source, kind, drafts, options, (mtime, "mtime"), outcome)
+    with reading(engine) as session:
+        corrections = load_corrections(session, source)
+    if corrections:
+        drafts, notes = apply_corrections(drafts, corrections)
+        outcome.notes.extend(notes)
+    _store(engine, settings, source, kind, drafts, options, (file_time(path), "mtime"), outcome)
 
 
-def _ingest_url(engine: Engine, settings: Settings, url: str, options: _Options, outcome: SourceOutcome) -> None:
+def file_time(path: Path) -> datetime:
+    """The modification time of a file, to the second: the date of a page that gives none."""
+    return datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
+
+
+def _ingest_url(engine: Engine, settings: Settings, url: str, options: IngestOptions, outcome: SourceOutcome) -> None:
     # Validators are read, the request made and the items written in separate steps:
     # no transaction is held open across the HTTP request.
     with reading(engine) as session:
@@ -252,8 +277,9 @@ def _ingest_url(engine: Engine, settings: Settings, url: str, options: _Options,
     )
     if fetched.not_modified:
         outcome.notes.append("not modified since the last fetch (HTTP 304)")
-        with transaction(engine) as session:
-            _remember_feed(session, url, fetched.etag, fetched.last_modified)
+        if not options.dry_run:
+            with transaction(engine) as session:
+                _remember_feed(session, url, fetched.etag, fetched.last_modified)
         return
     assert fetched.body is not None
     if not fetched.body.strip():
@@ -288,7 +314,7 @@ def _store(
     source: str,
     kind: str,
     drafts: list[Draft],
-    options: _Options,
+    options: IngestOptions,
     fallback_date: tuple[datetime, str],
     outcome: SourceOutcome,
     feed_state: tuple[str | None, str | None] | None = None,
@@ -299,16 +325,19 @@ def _store(
             outcome.rejected += 1
             outcome.notes.append(f"rejected: {draft.problem}")
             continue
-        accepted.append(_settle(settings, source, kind, draft, options, fallback_date))
+        accepted.append(settle_draft(settings, source, kind, draft, options, fallback_date))
     if not accepted:
         if outcome.rejected:
             problems = "; ".join(note.removeprefix("rejected: ") for note in outcome.notes)
             raise SourceError(problems if outcome.rejected == 1 else f"no item could be read: {problems}")
         if feed_state is None:
             raise SourceError("no news item found")
+    if options.dry_run:
+        with reading(engine) as session:
+            outcome.previews.extend(zip(accepted, stored_ids(session, accepted), strict=True))
+        return
     with transaction(engine) as session:
-        for fields in accepted:
-            result, item = upsert_item(session, fields)
+        for fields, (result, item) in zip(accepted, upsert_items(session, accepted), strict=True):
             if result == "duplicate":
                 outcome.unchanged += 1
                 outcome.notes.append(f"{fields.title!r} is already stored as item {item.id} (same link)")
@@ -322,12 +351,12 @@ def _store(
             _remember_feed(session, source, *feed_state)
 
 
-def _settle(
+def settle_draft(
     settings: Settings,
     source: str,
     kind: str,
     draft: Draft,
-    options: _Options,
+    options: IngestOptions,
     fallback_date: tuple[datetime, str],
 ) -> ItemFields:
     """Decide language, date, topics and summary of a draft, and clean every field for storage."""
@@ -335,6 +364,8 @@ def _settle(
     body = clean_blocks(draft.body)
     summary = clip(single_line(draft.summary), 1000) or summary_from_body(body)
     text = plain_text(title, summary, body)
+    # The words of the item once each, for its date and topics: the summary repeats the body.
+    body_text = plain_text("", "" if body else summary, body)
     notes: list[str] = []
 
     language = normalise_language(draft.language, settings.languages)
@@ -342,25 +373,33 @@ def _settle(
     if language is None and options.language:
         language, language_origin = options.language, "option"
     elif language is None:
-        guess = detect_language(text, settings.languages)
+        # A few paragraphs tell the language as surely as a whole long page does.
+        guess = detect_language(text[:3000], settings.languages)
         if guess.language:
             language, language_origin = guess.language, "detected"
         else:
             language, language_origin = settings.default_language, "default"
             notes.append(f"{title!r}: language unclear, set to {language} (fix with 'bulletin news set ID --lang')")
 
+    date_phrase = None
     if options.date is not None:
         published_at, date_origin = options.date, "option"
     elif draft.published_at is not None:
         published_at, date_origin = draft.published_at, draft.date_origin
     else:
         published_at, date_origin = fallback_date
+        timezone = settings.schedule.timezone
+        found = None
+        if kind != "feed":
+            found = find_text_date(body_text, local_day(options.as_of or fallback_date[0], timezone))
+        if found is not None:
+            published_at, date_origin, date_phrase = text_date_moment(found, timezone), "text", found.phrase
 
     source_topics = map_source_topics(settings, draft.topics)
-    if source_topics:
-        topic_keys, topics_origin = source_topics, "source"
-    else:
-        topic_keys, topics_origin = keyword_topics(settings, text, language), "keywords"
+    topic_keys, topics_origin = source_topics, "source"
+    evidence = topic_evidence(settings, title, body_text, language)
+    if not source_topics:
+        topic_keys, topics_origin = strongest_topics(settings, evidence), "keywords"
     if options.topics:
         topic_keys = sorted(set(topic_keys) | set(options.topics))
         if not source_topics:
@@ -384,6 +423,8 @@ def _settle(
         image_alt=clip(single_line(draft.image_alt), 500) or None,
         translation_key=clip(single_line(draft.translation_key), 300) or None,
         notes=notes,
+        date_phrase=date_phrase,
+        evidence=evidence,
     )
 
 

@@ -41,7 +41,8 @@ STOP_WORDS: dict[str, frozenset[str]] = {
 # Letters that belong to one language much more than to the others.
 MARKERS: dict[str, str] = {"es": "ñ¿¡", "fr": "çœæùûîêèëï"}
 
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?", re.UNICODE)
+# Words, with an elided article or pronoun ("l'école"); the typographic apostrophe is made straight first.
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,7 @@ class Guess:
 
 def _words(text: str) -> list[str]:
     words: list[str] = []
-    for match in _WORD.finditer(text.casefold()):
-        word = match.group(0).replace("’", "'")
+    for word in _WORD.findall(text.casefold().replace("’", "'")):
         if "'" in word:
             # French elision: l'école -> l, école.
             head, _, tail = word.partition("'")
@@ -69,14 +69,13 @@ def detect_language(text: str, candidates: list[str]) -> Guess:
     others = [lang for lang in candidates if lang not in STOP_WORDS]
     text = unicodedata.normalize("NFC", text)
     words = _words(text)
+    counts = Counter(words)
     scores: Counter[str] = Counter()
-    for word in words:
-        for lang in supported:
-            if word in STOP_WORDS[lang]:
-                scores[lang] += 1
+    for lang in supported:
+        scores[lang] = sum(counts[word] for word in STOP_WORDS[lang].intersection(counts))
     lowered = text.casefold()
     for lang in supported:
-        scores[lang] += sum(2 for ch in lowered if ch in MARKERS.get(lang, ""))
+        scores[lang] += 2 * sum(lowered.count(ch) for ch in MARKERS.get(lang, ""))
     ranked = sorted(supported, key=lambda lang: (-scores[lang], candidates.index(lang)))
     if ranked and scores[ranked[0]] >= 2:
         best = scores[ranked[0]]

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import literal, select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from bulletin.errors import NotFound
-from bulletin.models import NewsItem, NewsStatus
+from bulletin.models import NewsItem, NewsStatus, utcnow
 from bulletin.news.neutral import neutralise_data, neutralise_text, neutralise_url
+from bulletin.news.topics import TopicEvidence
 
 Outcome = Literal["added", "updated", "unchanged", "duplicate"]
 
@@ -57,6 +58,9 @@ class ItemFields:
     image_alt: str | None = None
     translation_key: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Shown by a dry run, not stored: the words the date was read from, the keyword evidence.
+    date_phrase: str | None = None
+    evidence: list[TopicEvidence] = field(default_factory=list)
 
 
 def _digest(values: dict[str, Any]) -> str:
@@ -107,47 +111,129 @@ def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem
     A changed item gets ``changed=True`` and a new ``content_hash``. Fields staff set by hand
     (language, topics, and those named in ``overrides``) are kept.
     """
-    fields = neutralised(fields)
-    new_source_hash = source_hash(fields)
-    item = session.scalar(
-        select(NewsItem).where(NewsItem.source_kind == fields.source_kind, NewsItem.source_id == fields.source_id)
+    [result] = upsert_items(session, [fields])
+    return result
+
+
+def upsert_items(session: Session, batch: Sequence[ItemFields]) -> list[tuple[Outcome, NewsItem]]:
+    """``upsert_item`` for many items of one source: the stored items are read in a few queries and
+    the new ones inserted in one statement, so a page of thousands of items is stored in seconds.
+
+    An item named twice in the batch (same source id, or same link and language) is stored once,
+    as the batch first gives it.
+    """
+    batch = [neutralised(fields) for fields in batch]
+    stored = _stored_by_source_id(session, batch)
+    twins = _stored_by_link(
+        session, [fields for fields in batch if (fields.source_kind, fields.source_id) not in stored]
     )
-    if item is None:
-        if fields.link:
-            twin = session.scalar(
-                select(NewsItem)
-                .where(NewsItem.link == fields.link, NewsItem.language == fields.language)
-                .order_by(NewsItem.id)
-                .limit(1)
-            )
+    # Outcomes, with the position of the new row for items inserted below.
+    planned: list[tuple[Outcome, NewsItem | int]] = []
+    rows: list[dict[str, Any]] = []
+    pending: dict[tuple[str, str], int] = {}
+    pending_links: dict[tuple[str, str], int] = {}
+    with session.no_autoflush:
+        for fields in batch:
+            key = (fields.source_kind, fields.source_id)
+            item = stored.get(key)
+            if item is not None:
+                planned.append((_update(item, fields), item))
+                continue
+            if key in pending:
+                planned.append(("unchanged", pending[key]))
+                continue
+            link_key = (fields.link, fields.language) if fields.link else None
+            twin = twins.get(link_key) if link_key else None
             if twin is not None:
-                return "duplicate", twin
-        item = NewsItem(
-            source=fields.source,
-            source_kind=fields.source_kind,
-            source_id=fields.source_id,
-            language_origin=fields.language_origin,
-            date_origin=fields.date_origin,
-            topics_origin=fields.topics_origin,
-            source_hash=new_source_hash,
-            overrides=[],
-            status=NewsStatus.NEW,
-            changed=False,
-        )
-        for name in CONTENT_FIELDS:
-            setattr(item, name, getattr(fields, name))
-        item.content_hash = content_hash(item)
-        session.add(item)
-        session.flush()
-        return "added", item
+                planned.append(("duplicate", twin))
+                continue
+            if link_key and link_key in pending_links:
+                planned.append(("duplicate", pending_links[link_key]))
+                continue
+            pending[key] = len(rows)
+            if link_key:
+                pending_links[link_key] = len(rows)
+            planned.append(("added", len(rows)))
+            rows.append(_new_item(fields))
+    session.flush()
+    created: list[NewsItem] = []
+    if rows:
+        # One executemany, then the new rows read back by their source ids (RETURNING in the
+        # parameters' order would cost SQLite one statement a row).
+        session.execute(insert(NewsItem), rows)
+        by_key = _stored_by_keys(session, [(row["source_kind"], row["source_id"]) for row in rows])
+        created = [by_key[(row["source_kind"], row["source_id"])] for row in rows]
+    return [(outcome, created[item] if isinstance(item, int) else item) for outcome, item in planned]
+
+
+def stored_ids(session: Session, batch: Sequence[ItemFields]) -> list[int | None]:
+    """The id of the stored item each of ``batch`` would update, None for a new one (for dry runs)."""
+    stored = _stored_by_source_id(session, batch)
+    return [stored[key].id if (key := (f.source_kind, f.source_id)) in stored else None for f in batch]
+
+
+def _stored_by_source_id(session: Session, batch: Sequence[ItemFields]) -> dict[tuple[str, str], NewsItem]:
+    return _stored_by_keys(session, [(fields.source_kind, fields.source_id) for fields in batch])
+
+
+def _stored_by_keys(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], NewsItem]:
+    """Stored items by (source kind, source id)."""
+    found: dict[tuple[str, str], NewsItem] = {}
+    for kind in {kind for kind, _id in keys}:
+        ids = sorted({source_id for item_kind, source_id in keys if item_kind == kind})
+        for chunk in _chunks(ids):
+            rows = session.scalars(select(NewsItem).where(NewsItem.source_kind == kind, NewsItem.source_id.in_(chunk)))
+            found.update(((item.source_kind, item.source_id), item) for item in rows)
+    return found
+
+
+def _stored_by_link(session: Session, batch: Sequence[ItemFields]) -> dict[tuple[str | None, str], NewsItem]:
+    """The first stored item (lowest id) of each (link, language) the batch names."""
+    found: dict[tuple[str | None, str], NewsItem] = {}
+    links = sorted({fields.link for fields in batch if fields.link})
+    for chunk in _chunks(links):
+        rows = session.scalars(select(NewsItem).where(NewsItem.link.in_(chunk)).order_by(NewsItem.id))
+        for item in rows:
+            found.setdefault((item.link, item.language), item)
+    return found
+
+
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+def _new_item(fields: ItemFields) -> dict[str, Any]:
+    """The row of a new item."""
+    content = {name: getattr(fields, name) for name in CONTENT_FIELDS}
+    now = utcnow()
+    return {
+        **content,
+        "source": fields.source,
+        "source_kind": fields.source_kind,
+        "source_id": fields.source_id,
+        "language_origin": fields.language_origin,
+        "date_origin": fields.date_origin,
+        "topics_origin": fields.topics_origin,
+        "source_hash": source_hash(fields),
+        "content_hash": _content_digest(content),
+        "overrides": [],
+        "status": NewsStatus.NEW,
+        "changed": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _update(item: NewsItem, fields: ItemFields) -> Outcome:
+    new_source_hash = source_hash(fields)
     if item.source_hash == new_source_hash:
-        return "unchanged", item
+        return "unchanged"
     merged = _merged_values(item, fields)
     new_hash = _content_digest({name: merged[name] for name in CONTENT_FIELDS})
     if new_hash == item.content_hash:
         # The source changed in ways that do not show (a touched file, a field staff set by hand):
         # nothing is written, so the item does not look changed to the workflow.
-        return "unchanged", item
+        return "unchanged"
     for name, value in merged.items():
         if getattr(item, name) != value:
             setattr(item, name, value)
@@ -155,8 +241,7 @@ def upsert_item(session: Session, fields: ItemFields) -> tuple[Outcome, NewsItem
     item.source_hash = new_source_hash
     item.content_hash = new_hash
     item.changed = True
-    session.flush()
-    return "updated", item
+    return "updated"
 
 
 def _merged_values(item: NewsItem, fields: ItemFields) -> dict[str, Any]:

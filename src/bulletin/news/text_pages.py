@@ -9,73 +9,57 @@ The format, as the website exports it:
 - ``En savoir plus`` / ``Read more`` / ``Más información`` is the label of the link on the next line;
 - a bare URL on its own line is a link; an email address stays text.
 
-A listing page holds several items one after another. A title-like line starts a new item when
-the evidence says so (it is the first, a date follows it, a separator or two blank lines precede
-it, or the previous item ended with its "read more" link); otherwise it is a sub-heading of the
-current item, so an item is never cut at a bulleted list, a short sentence or a sub-heading.
+A listing page holds several items one after another, often with nothing between them but a
+single blank line (no date line, separator or link). Every short line of its own without closing
+punctuation is a candidate title, and each gets one decision: it starts a new item when the sum
+of the evidence below is above zero, else it stays in the current item (a sub-heading when alone,
+a paragraph when among other short lines). The evidence, strongest first:
+
+- marks of the format: a date or metadata line right under it (+6), a separator or two blank
+  lines above it (+4), the previous item closed by its read-more link or a bare read-more label
+  whose URL was dropped (+3), being the first line of the page (+3);
+- the shape of what follows: a long paragraph, two sentences or 160 characters, as an item's
+  first paragraph is (+2), a medium one (+0.5), a one-sentence one (-1.5), a list or a link (-1),
+  another short line or nothing (-3: a run of short lines is the labels of dropped links);
+- what precedes: a line ending with ":" that introduces it (-4), another short line (-2);
+- the line itself: 3 words or fewer (-2.5) or 4-5 (-1), as sub-headings are short; more than 18
+  (-1); a lower-case start (-3);
+- the paragraph under it in another language than the current item's first paragraph (+3);
+- for a line the format does not mark: an item so far without a long paragraph (-2), a line
+  repeating the item's title (-3, a sub-title) or other words of the item (-1.5), counting only
+  words rare on the page (not "Centre" or "prévention"), and a page that marks its items as a
+  rule (-3: there, an unmarked line is a sub-heading; a few items ending with their link do not
+  make that rule).
+
+A page without any title-like line is one item titled from its first sentence; a page of title
+lines only is rejected.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from bulletin.news.dates import parse_date_line
-from bulletin.news.draft import Block, Draft, clean_blocks, single_line
+from bulletin.news.draft import Block, Draft, clean_blocks, clip, single_line
+from bulletin.news.errors import SourceError
+from bulletin.news.language import STOP_WORDS, detect_language
+from bulletin.news.text_units import (
+    TITLE_MAX,
+    Unit,
+    is_label,
+    meta_of,
+    no_gap,
+    normalise,
+    read_units,
+    title_line,
+    title_shaped,
+    url_of,
+)
 from bulletin.news.topics import fold
-
-_BULLET = re.compile(r"^(\s*)[•◦▪‣●·\-*–—]\s+(\S.*)$")
-_SEPARATOR = re.compile(r"^\s*(?:[-*_=~#•·–—]\s*){3,}$")
-_URL = re.compile(r"^<?((?:https?://|www\.)[^\s<>]+?)>?[.,;:!?)»]*$", re.IGNORECASE)
-_EMAIL_ONLY = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
-_KEY_VALUE = re.compile(r"^([^:]{2,40}?)\s*:\s*(\S.*)$")
-
-# Link labels, compared without accents or case, trailing colons and arrows.
-LINK_LABELS = {
-    "en savoir plus", "pour en savoir plus", "lire la suite", "lire plus", "plus d'informations",
-    "plus d'information", "pour plus d'informations", "voir plus", "consulter", "en lire plus",
-    "read more", "learn more", "more information", "more info", "find out more", "continue reading", "see more",
-    "mas informacion", "para mas informacion", "leer mas", "seguir leyendo", "ver mas", "saber mas",
-}  # fmt: skip
-
-# "Key : value" lines under a title. Only these keys are metadata; "Prévention : un rapport" is a title.
-META_KEYS = {
-    "date": {"date", "date de publication", "publie le", "fecha", "fecha de publicacion", "published", "publication"},
-    "language": {"langue", "language", "idioma", "lang"},
-    "topics": {"themes", "theme", "sujets", "topics", "topic", "temas", "tema", "categories", "categorias"},
-    "translation_key": {"cle de traduction", "translation key", "clave de traduccion", "traduction", "translation"},
-    "image": {"image", "imagen", "photo", "foto"},
-    "image_alt": {"texte alternatif", "alt text", "texto alternativo", "legende", "caption", "leyenda"},
-}
-# Other keys that mark a line as information about the event, not a title.
-INFO_KEYS = {
-    "lieu", "heure", "horaire", "location", "venue", "time", "where", "when", "lugar", "hora", "contact",
-    "contacto", "inscription", "inscriptions", "registration", "inscripcion", "inscripciones", "auteur",
-    "author", "autor", "organisateur", "organizer", "organizador", "source", "fuente", "credit photo",
-    "photo credit", "credito", "quand", "ou", "donde", "cuando", "dates", "fechas", "public", "audience",
-}  # fmt: skip
-
-TITLE_MAX = 150
-TITLE_MAX_WORDS = 25
-
-
-@dataclass
-class _Unit:
-    """A paragraph, a list or a link, with what came before it."""
-
-    kind: str  # "para", "list", "link"
-    lines: list[str] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-    url: str = ""
-    label: str = ""
-    blanks_before: int = 0
-    separator_before: bool = False
-
-    @property
-    def text(self) -> str:
-        return single_line(" ".join(self.lines))
 
 
 @dataclass
@@ -85,132 +69,103 @@ class _Item:
     meta: dict[str, str] = field(default_factory=dict)
     published_at: datetime | None = None
     closed: bool = False
-
-
-def _fold_label(text: str) -> str:
-    text = fold(text).replace("’", "'")
-    return " ".join(text.strip().rstrip(":.…»›→>").strip().split())
-
-
-def _is_label(text: str) -> bool:
-    return _fold_label(text) in LINK_LABELS
-
-
-def _url_of(text: str) -> str | None:
-    match = _URL.match(text.strip())
-    if not match:
-        return None
-    url = match.group(1)
-    # A closing parenthesis belongs to the URL only when it opened one.
-    if url.endswith(")") and url.count("(") < url.count(")"):
-        url = url[:-1]
-    url = url.rstrip(".,;:!?»")
-    return url if url.lower().startswith("http") else "https://" + url
-
-
-def _units(text: str) -> list[_Unit]:
-    """Paragraphs, lists and links of a page, each knowing the blank lines and separator above it."""
-    units: list[_Unit] = []
-    blanks = 0
-    separator = False
-    pending_label: str | None = None
-    previous = "blank"  # what the last non-blank line continued: "para", "bullet" or something else
-
-    def add(unit: _Unit) -> None:
-        unit.blanks_before = blanks
-        unit.separator_before = separator
-        units.append(unit)
-
-    for raw in text.split("\n"):
-        line = raw.rstrip()
-        stripped = line.strip()
-        if not stripped:
-            blanks += 1
-            previous = "blank"
-            continue
-        if _SEPARATOR.match(line):
-            separator = True
-            previous = "blank"
-            continue
-        if _is_label(stripped):
-            # The label of the URL on one of the next lines; alone, it is not content.
-            pending_label = stripped.rstrip(" :.…»›→>").strip()
-            continue
-        bullet = _BULLET.match(line)
-        url = _url_of(stripped)
-        key_value = _KEY_VALUE.match(stripped)
-        if not url and key_value and _is_label(key_value.group(1)) and _url_of(key_value.group(2)):
-            # "Read more: https://..." on one line.
-            pending_label, url = key_value.group(1).strip(), _url_of(key_value.group(2))
-        if url:
-            add(_Unit("link", url=url, label=pending_label or ""))
-            previous = "link"
-        elif bullet:
-            item = bullet.group(2).strip()
-            if units and units[-1].kind == "list" and blanks <= 1 and not separator:
-                units[-1].items.append(item)
-            else:
-                add(_Unit("list", items=[item]))
-            previous = "bullet"
-        elif previous == "bullet" and line[:1].isspace():
-            # An indented continuation of the list item above.
-            units[-1].items[-1] += " " + stripped
-        elif previous == "para" and not (_looks_like_meta(stripped) or _looks_like_meta(units[-1].lines[-1])):
-            units[-1].lines.append(stripped)
-        else:
-            add(_Unit("para", lines=[stripped]))
-            previous = "para"
-        pending_label = None
-        blanks = 0
-        separator = False
-    return units
-
-
-def _looks_like_meta(line: str) -> bool:
-    """A date or "Key: value" metadata line, kept apart even without a blank line around it."""
-    return _meta_of(_Unit("para", lines=[line]), "UTC") is not None
-
-
-def _meta_of(unit: _Unit, timezone: str) -> tuple[str, str] | None:
-    """("date"|"language"|..., value) when a one-line paragraph is metadata of the item."""
-    if unit.kind != "para" or len(unit.lines) != 1:
-        return None
-    line = unit.lines[0]
-    if parse_date_line(line, timezone) is not None:
-        return ("date", line)
-    match = _KEY_VALUE.match(line)
-    if match:
-        key = " ".join(fold(match.group(1)).split())
-        for name, keys in META_KEYS.items():
-            if key in keys:
-                return (name, match.group(2).strip())
-    return None
-
-
-def _is_info(unit: _Unit) -> bool:
-    match = _KEY_VALUE.match(unit.lines[0]) if unit.kind == "para" and unit.lines else None
-    return bool(match and " ".join(fold(match.group(1)).split()) in INFO_KEYS)
-
-
-def _title_shaped(unit: _Unit, timezone: str) -> bool:
-    """A short line of its own that could be a title or a sub-heading."""
-    if unit.kind != "para" or len(unit.lines) != 1:
-        return False
-    line = unit.lines[0]
-    return _title_line(line) and _meta_of(unit, timezone) is None and not _is_info(unit)
-
-
-def _title_line(line: str) -> bool:
-    if len(line) > TITLE_MAX or len(line.split()) > TITLE_MAX_WORDS:
-        return False
-    if not any(ch.isalpha() for ch in line) or _EMAIL_ONLY.match(line):
-        return False
-    # A closing period, colon, comma or ellipsis makes it a sentence or an introduction.
-    end = line.rstrip("\"'»”’) ]")
-    return not end.endswith((".", ":", ";", ",", "…"))
+    # The language of its first paragraph, to notice an item in another language starting.
+    language: str = ""
 
 
 PageItem = tuple[str | None, list[Block], dict[str, str], datetime | None]
+
+# A candidate line starts a new item when its score is above zero. The weights are in units of
+# "how much this tells": an explicit mark of the format (a date line under the line, a separator or
+# two blank lines above it, the previous item closed by its read-more) is worth more than the shape
+# of the text around it, and the shape is worth more than the line's own length.
+W_META_BELOW = 6.0
+W_GAP_ABOVE = 4.0
+W_CLOSED_ABOVE = 3.0
+W_FIRST = 3.0
+W_LONG_NEXT = 2.0
+W_MEDIUM_NEXT = 0.5
+W_SHORT_NEXT = -1.5
+W_LIST_OR_LINK_NEXT = -1.0
+W_TITLE_NEXT = -3.0
+W_COLON_ABOVE = -4.0
+W_TITLE_ABOVE = -2.0
+W_THIN_ITEM = -2.0
+W_FEW_WORDS = -2.5
+W_SHORT_WORDS = -1.0
+W_MANY_WORDS = -1.0
+W_LOWERCASE = -3.0
+W_ECHOES_TITLE = -3.0
+W_ECHOES_ITEM = -1.5
+W_UNMARKED = -3.0
+W_NEW_LANGUAGE = 3.0
+# A paragraph of two sentences or this many characters is an item's first paragraph.
+LONG_PARAGRAPH = 160
+MEDIUM_PARAGRAPH = 80
+# A word found in this many paragraphs (titles aside) of the page ("Centre", "prévention") says
+# nothing about which item a line belongs to.
+COMMON_WORD_UNITS = 4
+_SENTENCE_END = re.compile(r"[.!?…][\"'»”’)]*(?:\s|$)")
+_FIRST_SENTENCE = re.compile(r"(.+?[.!?…])(?:\s|$)")
+_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
+_FUNCTION_WORDS = frozenset(fold(word) for words in STOP_WORDS.values() for word in words)
+
+
+@dataclass
+class _Evidence:
+    """What is known about the text around a candidate line, for its score."""
+
+    meta_below: bool
+    gap_above: bool
+    closed_above: bool
+    first: bool
+    next_kind: str  # "long", "medium", "short", "list", "link", "title", "none"
+    colon_above: bool
+    title_above: bool
+    thin_item: bool
+    words: int
+    lowercase: bool
+    echoes_title: bool
+    echoes_item: bool
+    unmarked_page: bool
+    new_language: bool = False
+
+    @property
+    def marked(self) -> bool:
+        return self.meta_below or self.gap_above or self.closed_above
+
+    def score(self) -> float:
+        value = 0.0
+        value += W_META_BELOW if self.meta_below else 0.0
+        value += W_GAP_ABOVE if self.gap_above else 0.0
+        value += W_CLOSED_ABOVE if self.closed_above else 0.0
+        value += W_FIRST if self.first else 0.0
+        value += {
+            "long": W_LONG_NEXT,
+            "medium": W_MEDIUM_NEXT,
+            "short": W_SHORT_NEXT,
+            "list": W_LIST_OR_LINK_NEXT,
+            "link": W_LIST_OR_LINK_NEXT,
+            "title": W_TITLE_NEXT,
+            "none": W_TITLE_NEXT,
+        }[self.next_kind]
+        value += W_COLON_ABOVE if self.colon_above else 0.0
+        value += W_TITLE_ABOVE if self.title_above else 0.0
+        if self.words <= 3:
+            value += W_FEW_WORDS
+        elif self.words <= 5:
+            value += W_SHORT_WORDS
+        elif self.words > 18:
+            value += W_MANY_WORDS
+        value += W_LOWERCASE if self.lowercase else 0.0
+        value += W_NEW_LANGUAGE if self.new_language else 0.0
+        if not self.marked:
+            # Only a line the format does not mark is judged by its words and the item it would end.
+            value += W_THIN_ITEM if self.thin_item else 0.0
+            value += W_ECHOES_TITLE if self.echoes_title else 0.0
+            value += W_ECHOES_ITEM if self.echoes_item and not self.echoes_title else 0.0
+            value += W_UNMARKED if self.unmarked_page else 0.0
+        return value
 
 
 def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
@@ -218,37 +173,45 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
 
     A None title is text that no title introduces (it is rejected by the caller).
     """
-    units = _units(_normalise(text))
-    if units and units[0].kind == "para" and len(units[0].lines) > 1 and _title_line(units[0].lines[0]):
+    units = read_units(normalise(text))
+    if units and units[0].kind == "para" and len(units[0].lines) > 1 and title_line(units[0].lines[0]):
         # A title written right above the first paragraph, without a blank line.
         first = units[0]
         units[0:1] = [
-            _Unit("para", lines=[first.lines[0]]),
-            _Unit("para", lines=first.lines[1:], blanks_before=1),
+            Unit("para", lines=[first.lines[0]]),
+            Unit("para", lines=first.lines[1:], blanks_before=1),
         ]
+    shaped = [title_shaped(unit, timezone) for unit in units]
+    marked_page = _marks_its_items(units, shaped, timezone)
+    words_of = [_content_words(unit) for unit in units]
+    spread: Counter[str] = Counter(
+        word for words, is_title in zip(words_of, shaped, strict=True) if not is_title for word in words
+    )
+    item_words: set[str] = set()
     items: list[_Item] = []
     preamble: list[Block] = []
     index = 0
     while index < len(units):
         unit = units[index]
-        title_at, after = _title_candidate(units, index, timezone)
-        if title_at is not None:
-            title_unit = units[title_at]
-            run_start = units[index]
+        if not shaped[index]:
+            item_words |= words_of[index]
+        if shaped[index]:
+            after = index + 1
+            while after < len(units) and meta_of(units[after], timezone) is not None and no_gap(units[after]):
+                after += 1
             current = items[-1] if items else None
-            has_meta = after > title_at + 1
-            starts_item = (
-                current is None
-                or has_meta
-                or run_start.separator_before
-                or run_start.blanks_before >= 2
-                or current.closed
-            )
-            if starts_item:
-                # Short lines above the title (a page header, a rubric) are not part of any item.
-                item = _Item(title=title_unit.text)
-                for meta_unit in units[title_at + 1 : after]:
-                    meta = _meta_of(meta_unit, timezone)
+            evidence = _evidence(units, shaped, index, after, current, marked_page, timezone)
+            # Words of the line the current item already used, leaving out those found all over the page.
+            rare = {word for word in words_of[index] if spread[word] < COMMON_WORD_UNITS}
+            evidence.echoes_item = bool(rare) and len(rare & item_words) * 3 >= len(rare)
+            evidence.echoes_title = current is not None and _echoes(rare, current.title)
+            if current is not None and current.language and evidence.next_kind in ("long", "medium"):
+                evidence.new_language = _language_of(units[after].text) not in (None, current.language)
+            if evidence.score() > 0:
+                item_words = set(words_of[index])
+                item = _Item(title=unit.text)
+                for meta_unit in units[index + 1 : after]:
+                    meta = meta_of(meta_unit, timezone)
                     if meta is None:
                         continue
                     name, value = meta
@@ -260,64 +223,168 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
                     items.append(_Item(title="", blocks=preamble))
                 preamble = []
                 items.append(item)
-            else:
-                assert current is not None
-                for short in units[index:title_at]:
-                    current.blocks.append({"type": "paragraph", "text": short.text})
-                current.blocks.append({"type": "heading", "text": title_unit.text})
+                index = after
+                continue
+            # A sub-heading when it stands alone; a line among other short lines (the labels of
+            # links the export dropped) is a paragraph.
+            in_run = evidence.title_above or evidence.next_kind == "title"
+            block: Block = {"type": "paragraph" if in_run else "heading", "text": unit.text}
+            item_words |= words_of[index]
+            if current is not None:
+                current.blocks.append(block)
                 current.closed = False
-                for meta_unit in units[title_at + 1 : after]:
-                    current.blocks.append({"type": "paragraph", "text": meta_unit.text})
-            index = after
+            else:
+                preamble.append({"type": "heading", "text": unit.text})
+            index += 1
+            continue
+        if unit.kind == "label":
+            # "En savoir plus" whose URL the export dropped: it says nothing to a reader, but it ends the item.
+            if items:
+                items[-1].closed = True
+            index += 1
             continue
         block = _block_of(unit, timezone)
         if items:
+            if not items[-1].language and unit.kind == "para" and len(unit.text) >= MEDIUM_PARAGRAPH:
+                items[-1].language = _language_of(unit.text) or ""
             items[-1].blocks.append(block)
-            items[-1].closed = block["type"] == "link" and bool(block["label"]) and _is_label(block["label"])
-        elif _title_shaped(unit, timezone) or _meta_of(unit, timezone):
+            items[-1].closed = block["type"] == "link" and bool(block["label"]) and is_label(block["label"])
+        elif meta_of(unit, timezone):
             preamble.append({"type": "heading", "text": unit.text})
         else:
             preamble.append(block)
         index += 1
     if not items and preamble:
-        items.append(_Item(title="", blocks=preamble))
+        if all(block["type"] == "heading" for block in preamble):
+            raise SourceError(
+                f"the page has only title-like lines ({len(preamble)}) and no paragraph under any of them"
+            )
+        # No title-like line at all: one item, titled from its first sentence.
+        items.append(_Item(title=_first_sentence(preamble), blocks=preamble))
     return [(item.title or None, clean_blocks(item.blocks), item.meta, item.published_at) for item in items]
 
 
-def _title_candidate(units: list[_Unit], index: int, timezone: str) -> tuple[int | None, int]:
-    """(index of the title, index after its metadata) when a title starts at ``index``."""
-    if not _title_shaped(units[index], timezone):
-        return None, index
-    end = index
-    while end + 1 < len(units) and _title_shaped(units[end + 1], timezone) and _no_gap(units[end + 1]):
-        end += 1
-    after = end + 1
-    while after < len(units) and _meta_of(units[after], timezone) is not None and _no_gap(units[after]):
-        after += 1
-    if after > end + 1:
-        return end, after
-    if after < len(units) and units[after].kind == "para" and not _title_shaped(units[after], timezone):
-        return end, after
-    return None, index
+def _evidence(
+    units: list[Unit],
+    shaped: list[bool],
+    index: int,
+    after: int,
+    current: _Item | None,
+    marked_page: bool,
+    timezone: str,
+) -> _Evidence:
+    """The evidence about the candidate title ``units[index]`` whose metadata ends at ``after``."""
+    unit = units[index]
+    line = unit.text
+    previous = units[index - 1] if index > 0 else None
+    return _Evidence(
+        meta_below=after > index + 1,
+        gap_above=not no_gap(unit),
+        closed_above=current is not None and current.closed,
+        first=current is None,
+        next_kind=_next_kind(units, shaped, after),
+        colon_above=previous is not None and previous.kind == "para" and previous.text.endswith(":"),
+        title_above=index > 0 and shaped[index - 1] and current is not None and no_gap(unit),
+        thin_item=current is not None and _text_size(current.blocks) < LONG_PARAGRAPH,
+        words=len(line.split()),
+        lowercase=line[:1].islower(),
+        echoes_title=False,
+        echoes_item=False,
+        unmarked_page=marked_page,
+    )
 
 
-def _no_gap(unit: _Unit) -> bool:
-    return not unit.separator_before and unit.blanks_before < 2
+def _first_sentence(blocks: list[Block]) -> str:
+    text = next((single_line(block["text"]) for block in blocks if block.get("text")), "")
+    if not text:
+        text = next((single_line(block["items"][0]) for block in blocks if block.get("items")), "")
+    match = _FIRST_SENTENCE.match(text)
+    sentence = (match.group(1) if match else text).rstrip(".… ")
+    return clip(sentence, TITLE_MAX)
 
 
-def _block_of(unit: _Unit, timezone: str) -> Block:
+def _next_kind(units: list[Unit], shaped: list[bool], at: int) -> str:
+    if at >= len(units):
+        return "none"
+    unit = units[at]
+    if shaped[at]:
+        return "title"
+    if unit.kind in ("list", "link"):
+        return unit.kind
+    if unit.kind == "label":
+        return "link"
+    text = unit.text
+    if len(text) >= LONG_PARAGRAPH or len(_SENTENCE_END.findall(text)) >= 2:
+        return "long"
+    return "medium" if len(text) >= MEDIUM_PARAGRAPH else "short"
+
+
+def _content_words(unit: Unit) -> set[str]:
+    text = " ".join([*unit.lines, *unit.items])
+    return _words_of(text)
+
+
+def _words_of(text: str) -> set[str]:
+    """Words that carry meaning: four letters or more, not a function word of any language."""
+    return {word for word in _CONTENT_WORD.findall(fold(text)) if word not in _FUNCTION_WORDS}
+
+
+def _text_size(blocks: list[Block]) -> int:
+    return sum(len(block.get("text", "")) + sum(len(item) for item in block.get("items", [])) for block in blocks)
+
+
+@lru_cache(maxsize=256)
+def _language_of(text: str) -> str | None:
+    # The first words tell the language as well as the whole paragraph does, for a fraction of the time.
+    return detect_language(text[:400], list(STOP_WORDS)).language
+
+
+def _echoes(words: set[str], title: str) -> bool:
+    """The line's words repeat much of the item's title: a sub-title of the same story."""
+    title_words = _words_of(title)
+    if not words or not title_words:
+        return False
+    return len(words & title_words) / min(len(words), len(title_words)) >= 0.4
+
+
+def _marks_its_items(units: list[Unit], shaped: list[bool], timezone: str) -> bool:
+    """The page marks where its items start (date lines, separators, read-more links), so a short
+    line without such a mark is a sub-heading, not a new item.
+
+    The marks must be the rule, not the exception: a page where a few items end with their link
+    but more titles stand unmarked over a long paragraph does not count as marking its items.
+    """
+    marked = unmarked = 0
+    closed = False
+    for index, unit in enumerate(units):
+        if shaped[index]:
+            meta_below = index + 1 < len(units) and meta_of(units[index + 1], timezone) is not None
+            if index > 0 and (meta_below or closed or not no_gap(unit)):
+                marked += 1
+            elif index > 0 and _looks_like_unmarked_title(units, shaped, index):
+                unmarked += 1
+            closed = False
+        elif unit.kind == "link":
+            closed = bool(unit.label) and is_label(unit.label)
+        elif unit.kind != "label":
+            closed = False
+    return marked >= 2 and marked > unmarked
+
+
+def _looks_like_unmarked_title(units: list[Unit], shaped: list[bool], index: int) -> bool:
+    """A line of six words or more over a long paragraph, not introduced by a ":" line."""
+    previous = units[index - 1]
+    introduced = previous.kind == "para" and previous.text.endswith(":")
+    long_words = len(units[index].text.split()) >= 6
+    return long_words and not introduced and _next_kind(units, shaped, index + 1) == "long"
+
+
+def _block_of(unit: Unit, timezone: str) -> Block:
     if unit.kind == "list":
         return {"type": "list", "items": unit.items}
     if unit.kind == "link":
         return {"type": "link", "url": unit.url, "label": unit.label}
     return {"type": "paragraph", "text": unit.text}
-
-
-def _normalise(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
-    text = text.replace("\u2028", "\n").replace("\u2029", "\n\n").replace("\u00a0", " ").replace("\t", "    ")
-    # Other control characters carry nothing a reader would see.
-    return "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) != "Cc")
 
 
 def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Draft]:
@@ -326,8 +393,8 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
     drafts: list[Draft] = []
     used: dict[str, int] = {}
     for position, (title, blocks, meta, published_at) in enumerate(parts, start=1):
-        link = _canonical_link(blocks)
-        key = link or _slug(title or "") or f"item-{position}"
+        link = canonical_link(blocks)
+        key = link or slug(title or "") or f"item-{position}"
         used[key] = used.get(key, 0) + 1
         if used[key] > 1:
             key = f"{key}-{used[key]}"
@@ -341,7 +408,7 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
             language=meta.get("language"),
             topics=[topic.strip() for topic in re.split(r"[,;]", meta.get("topics", "")) if topic.strip()],
             translation_key=meta.get("translation_key"),
-            image=_url_of(meta["image"]) if meta.get("image") else None,
+            image=url_of(meta["image"]) if meta.get("image") else None,
             image_alt=meta.get("image_alt"),
         )
         if not title:
@@ -351,15 +418,15 @@ def read_text_page(text: str, source_id: str, timezone: str = "UTC") -> list[Dra
     return drafts
 
 
-def _canonical_link(blocks: list[Block]) -> str | None:
+def canonical_link(blocks: list[Block]) -> str | None:
     links = [block for block in blocks if block["type"] == "link"]
     for block in links:
-        if block["label"] and _is_label(block["label"]):
+        if block["label"] and is_label(block["label"]):
             return str(block["url"])
     return str(links[0]["url"]) if links else None
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", fold(text)))[:120]
 
 
