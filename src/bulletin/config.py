@@ -22,6 +22,7 @@ DEFAULT_CONFIG_NAME = "bulletin.toml"
 CONFIG_ENV = "BULLETIN_CONFIG"
 SECRET_KEY_ENV = "BULLETIN_SECRET_KEY"
 SMTP_PASSWORD_ENV = "BULLETIN_SMTP_PASSWORD"
+BOUNCE_PASSWORD_ENV = "BULLETIN_BOUNCE_PASSWORD"
 
 
 class ConfigError(Exception):
@@ -194,6 +195,16 @@ class Delivery:
     give_up_after: float = setting(259200.0, "Seconds after the first attempt when a deferred message is failed.")
     bounce_after: int = setting(3, "Editions with a permanent failure after which a subscriber becomes bounced.")
     batch_size: int = setting(500, "Deliveries claimed from the ledger at a time.")
+    # Bounces that arrive after the SMTP transaction (see bulletin.mta.bounces).
+    bounce_address: str = setting(
+        "",
+        "Envelope sender; each message goes out as bounces+TOKEN@ its domain (VERP). Empty means "
+        "bounces@ the From address's domain.",
+    )
+    soft_bounce_limit: int = setting(
+        3, "Temporary failures (4.x.x reports) within soft_bounce_days after which a subscriber becomes bounced."
+    )
+    soft_bounce_days: int = setting(30, "Window, in days, in which temporary failures are counted.")
 
 
 @dataclass(frozen=True)
@@ -238,6 +249,17 @@ class Ingest:
 
 
 @dataclass(frozen=True)
+class Bounces:
+    imap_host: str = setting("", "IMAP server holding the bounce mailbox (TLS, port 993); empty disables fetching.")
+    imap_port: int = setting(993, "IMAP over TLS port.")
+    user: str = setting("", "IMAP user; the password comes from BULLETIN_BOUNCE_PASSWORD.")
+    folder: str = setting("INBOX", "Folder read by 'bulletin bounces fetch'.")
+    processed_folder: str = setting("bulletin-processed", "Folder the processed messages are moved to.")
+    ca_file: str = setting("", "PEM file of the authorities that sign the IMAP server's certificate; empty: system's.")
+    poll_seconds: int = setting(300, "How often the scheduler fetches the bounce mailbox when imap_host is set.")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of bulletin's settings; build one in tests with ``Settings()`` or ``load_settings``."""
 
@@ -258,6 +280,7 @@ class Settings:
     schedule: Schedule = setting(Schedule(), "Periodic editions.")
     workflow: Workflow = setting(Workflow(), "Review and approval.")
     ingest: Ingest = setting(Ingest(), "Sources read by the periodic edition.")
+    bounces: Bounces = setting(Bounces(), "The mailbox where bounces, complaints and unsubscribe requests arrive.")
     # Not from the file: where it was read from, to resolve relative paths.
     base_dir: Path = field(default=Path("."), metadata={"help": "", "internal": True}, compare=False)
 
@@ -300,6 +323,10 @@ class Settings:
     @property
     def smtp_password(self) -> str:
         return os.environ.get(SMTP_PASSWORD_ENV, "")
+
+    @property
+    def bounce_password(self) -> str:
+        return os.environ.get(BOUNCE_PASSWORD_ENV, "")
 
 
 # ---------------------------------------------------------------------------
@@ -388,6 +415,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError("smtp.connections: must be at least 1")
     if settings.smtp.messages_per_second <= 0 or settings.smtp.messages_per_hour <= 0:
         raise ConfigError("smtp.messages_per_second and messages_per_hour: must be positive")
+    if settings.delivery.soft_bounce_limit < 1 or settings.delivery.soft_bounce_days < 1:
+        raise ConfigError("delivery.soft_bounce_limit and soft_bounce_days: must be at least 1")
+    if settings.bounces.poll_seconds < 1:
+        raise ConfigError("bounces.poll_seconds: must be at least 1")
     if settings.workflow.approvals_required < 1:
         raise ConfigError("workflow.approvals_required: must be at least 1")
     if not settings.web.base_url.startswith(("https://", "http://")):

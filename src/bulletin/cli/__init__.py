@@ -90,6 +90,7 @@ COMMAND_HELP = {
     "scheduler": "Run the scheduler that drafts and sends editions on time.",
     "serve": "Serve the subscription and staff web pages.",
     "staff": "Manage staff accounts for the web pages.",
+    "bounces": "Process bounces, complaints and unsubscribe requests (files, IMAP, LMTP).",
 }
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "init": ("admin",),
@@ -101,6 +102,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "scheduler": ("scheduler",),
     "serve": ("web",),
     "staff": ("staff",),
+    "bounces": ("bounces",),
 }
 
 

@@ -22,10 +22,11 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import policy as email_policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,8 +34,10 @@ from bulletin.compose import placeholders
 from bulletin.config import Settings
 from bulletin.errors import BulletinError
 
-# Headers a DKIM signature covers (when present): those the bulk-sender rules name and the content.
-DKIM_HEADERS = (
+# Headers a DKIM signature covers: those the bulk-sender rules name, oversigned (listed once more
+# than they occur, RFC 6376 8.15) so that a copy of any of them added on top, or added where the
+# message had none, breaks the signature.
+DKIM_OVERSIGNED = (
     b"from",
     b"to",
     b"subject",
@@ -44,9 +47,9 @@ DKIM_HEADERS = (
     b"list-id",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
-    b"mime-version",
-    b"content-type",
 )
+# Signed when present: the MIME structure.
+DKIM_SIGNED = (b"mime-version", b"content-type")
 
 
 class UriListHeader(UnstructuredHeader):
@@ -102,12 +105,93 @@ def list_id(settings: Settings) -> str:
     return f'"{name}" <{settings.sender.list_id}>' if name else f"<{settings.sender.list_id}>"
 
 
-def list_unsubscribe(settings: Settings, url: str) -> str:
-    """RFC 2369 value: the one-click https URL first, then the mailto alternative."""
-    mailto = settings.sender.unsubscribe_mailto
-    if not mailto:
+def list_unsubscribe(settings: Settings, url: str, delivery_id: int | None = None) -> str:
+    """RFC 2369 value: the one-click https URL first, then the mailto alternative.
+
+    With a delivery the mailto names it (``unsubscribe+TOKEN@...``), so a request works whatever
+    subject or body the mail client writes.
+    """
+    mailbox = unsubscribe_mailbox(settings, delivery_id)
+    if not mailbox:
         return f"<{url}>"
-    return f"<{url}>, <mailto:{mailto}?subject=unsubscribe>"
+    return f"<{url}>, <mailto:{mailbox}?subject=unsubscribe>"
+
+
+# ---------------------------------------------------------------------------
+# VERP: envelope senders and unsubscribe mailboxes that name the delivery
+
+BOUNCE_PURPOSE = "bounce"
+UNSUBSCRIBE_PURPOSE = "unsubscribe"
+# 10 bytes of HMAC-SHA256 (80 bits) in lower-case base32: 16 characters.
+_TOKEN_MAC_BYTES = 10
+_TOKEN_RE = re.compile(r"^([0-9a-z]{1,13})-([a-z2-7]{16})$")
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+def _token_mac(secret: str, purpose: str, delivery_id: int) -> str:
+    mac = hmac.new(secret.encode(), f"verp:{purpose}:{delivery_id}".encode(), hashlib.sha256)
+    return base64.b32encode(mac.digest()[:_TOKEN_MAC_BYTES]).decode("ascii").lower()
+
+
+def delivery_token(secret: str, purpose: str, delivery_id: int) -> str:
+    """A short signed token naming a delivery: ``<id base36>-<mac>``, lower case.
+
+    Lower case because some MTAs lower-case the local part of the address they bounce to; the
+    purpose is in the MAC so that a bounce token cannot be used as an unsubscribe one.
+    """
+    return f"{_base36(delivery_id)}-{_token_mac(secret, purpose, delivery_id)}"
+
+
+def read_delivery_token(secret: str, purpose: str, token: str) -> int | None:
+    """The delivery a token names, or None when it is malformed or not signed by this installation."""
+    match = _TOKEN_RE.match(token.strip().lower())
+    if match is None:
+        return None
+    delivery_id = int(match.group(1), 36)
+    if not hmac.compare_digest(match.group(2), _token_mac(secret, purpose, delivery_id)):
+        return None
+    return delivery_id
+
+
+def bounce_address(settings: Settings) -> str:
+    """``delivery.bounce_address``, by default ``bounces@`` the From domain."""
+    return settings.delivery.bounce_address or f"bounces@{sender_domain(settings)}"
+
+
+def _tagged(address: str, tag: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{tag}@{domain}"
+
+
+def envelope_sender(settings: Settings, delivery_id: int | None = None) -> str:
+    """The MAIL FROM of a message: ``bounces+TOKEN@domain`` for a delivery, the bare address otherwise."""
+    address = bounce_address(settings)
+    if delivery_id is None:
+        return address
+    return _tagged(address, delivery_token(settings.secret_key, BOUNCE_PURPOSE, delivery_id))
+
+
+def unsubscribe_mailbox(settings: Settings, delivery_id: int | None = None) -> str:
+    """The List-Unsubscribe mailto address, tagged with the delivery when there is one; "" if none is set."""
+    mailbox = settings.sender.unsubscribe_mailto
+    if not mailbox or delivery_id is None:
+        return mailbox
+    return _tagged(mailbox, delivery_token(settings.secret_key, UNSUBSCRIBE_PURPOSE, delivery_id))
+
+
+def message_date(moment: float | None = None) -> str:
+    """An RFC 5322 Date in UTC with a numeric zone (``+0000``; the obsolete ``GMT`` must not be generated)."""
+    when = datetime.fromtimestamp(time.time() if moment is None else moment, UTC)
+    return format_datetime(when)
 
 
 def _from_header(settings: Settings) -> Address:
@@ -149,7 +233,7 @@ def build_message(
         message["Reply-To"] = settings.sender.reply_to
     message["To"] = formataddr((to_name or "", to_email))
     message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Date"] = message_date()
     message["Message-ID"] = message_id
     if list_unsubscribe_url:
         message["List-Unsubscribe"] = list_unsubscribe(settings, list_unsubscribe_url)
@@ -204,16 +288,28 @@ class DkimSigner:
                 self.domain,
                 self.key,
                 canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=[h for h in DKIM_HEADERS if _has_header(data, h)],
+                include_headers=signed_headers(data),
             )
         except dkim.DKIMException as exc:
             raise BulletinError(f"DKIM signing failed: {exc}") from None
         return signature + data
 
 
-def _has_header(data: bytes, name: bytes) -> bool:
-    head = data.split(b"\r\n\r\n", 1)[0].lower()
-    return head.startswith(name + b":") or (b"\n" + name + b":") in head
+def signed_headers(data: bytes) -> list[bytes]:
+    """The h= list: each oversigned header once more than it occurs, the MIME ones as they occur."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    counts: dict[bytes, int] = {}
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name = line.partition(b":")[0].strip().lower()
+        counts[name] = counts.get(name, 0) + 1
+    names: list[bytes] = []
+    for name in DKIM_OVERSIGNED:
+        names += [name] * (counts.get(name, 0) + 1)
+    for name in DKIM_SIGNED:
+        names += [name] * counts.get(name, 0)
+    return names
 
 
 def message_bytes(settings: Settings, message: EmailMessage, signer: DkimSigner | None = None) -> bytes:
@@ -238,6 +334,8 @@ class Recipient:
     message_id: str
     unsubscribe_url: str
     preferences_url: str
+    # The ledger row of this copy: named by the List-Unsubscribe mailto (VERP).
+    delivery_id: int | None = None
 
 
 def _qp(data: bytes) -> bytes:
@@ -295,6 +393,8 @@ class VariantTemplate:
     slots: list[tuple[str, str]]
     unsubscribe_mailto: str = ""
     signer: DkimSigner | None = None
+    # Signs the per-delivery unsubscribe mailbox (see :func:`unsubscribe_mailbox`).
+    secret: str = field(default="", repr=False)
     _date_cache: tuple[int, bytes] = field(default=(0, b""), repr=False)
 
     @classmethod
@@ -346,18 +446,22 @@ class VariantTemplate:
             slots=slots,
             unsubscribe_mailto=settings.sender.unsubscribe_mailto,
             signer=signer,
+            secret=settings.secret_key if settings.sender.unsubscribe_mailto else "",
         )
 
     def _date(self) -> bytes:
         now = int(time.time())
         if self._date_cache[0] != now:
-            self._date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+            self._date_cache = (now, message_date(now).encode("ascii"))
         return self._date_cache[1]
 
-    def _list_unsubscribe(self, url: str) -> str:
-        if self.unsubscribe_mailto:
-            return f"<{url}>, <mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
-        return f"<{url}>"
+    def _list_unsubscribe(self, url: str, delivery_id: int | None) -> str:
+        mailbox = self.unsubscribe_mailto
+        if not mailbox:
+            return f"<{url}>"
+        if delivery_id is not None:
+            mailbox = _tagged(mailbox, delivery_token(self.secret, UNSUBSCRIBE_PURPOSE, delivery_id))
+        return f"<{url}>, <mailto:{mailbox}?subject=unsubscribe>"
 
     def personalise(self, recipient: Recipient) -> bytes:
         """This recipient's copy: the RFC 5322 message, DKIM-signed when configured."""
@@ -381,7 +485,9 @@ class VariantTemplate:
                 POLICY.fold_binary("To", formataddr((recipient.name or "", recipient.email))),
                 b"Date: " + self._date() + b"\r\n",
                 POLICY.fold_binary("Message-ID", recipient.message_id),
-                fold_uri_list("List-Unsubscribe", self._list_unsubscribe(recipient.unsubscribe_url)).encode("ascii"),
+                fold_uri_list(
+                    "List-Unsubscribe", self._list_unsubscribe(recipient.unsubscribe_url, recipient.delivery_id)
+                ).encode("ascii"),
             )
         )
         values = _slot_values(recipient)
