@@ -253,7 +253,7 @@ def fetch_imap(engine: Engine, settings: Settings) -> RunSummary:
         _ensure_folder(client, config.processed_folder)
         _check(client.select(_quoted(config.folder)), f"SELECT {config.folder}")
         uids = [uid.decode() for uid in _check(client.uid("SEARCH", "ALL"), "SEARCH")[0].split()]
-        can_move = "MOVE" in client.capabilities
+        can_move = "MOVE" in _capabilities(client)
         moved = False
         for uid in uids:
             fetched = _check(client.uid("FETCH", uid, "(BODY.PEEK[])"), "FETCH")
@@ -277,8 +277,14 @@ def fetch_imap(engine: Engine, settings: Settings) -> RunSummary:
     return summary
 
 
+def _capabilities(client: imaplib.IMAP4_SSL) -> set[str]:
+    """The capabilities after login (imaplib keeps only those announced before it)."""
+    data = _check(client.capability(), "CAPABILITY")
+    return {word.upper() for word in data[0].decode("ascii", "replace").split()}
+
+
 def _ensure_folder(client: imaplib.IMAP4_SSL, folder: str) -> None:
-    status, data = client.list("", _quoted(folder))
+    status, data = client.list('""', _quoted(folder))
     if status == "OK" and any(item for item in data if item):
         return
     _check(client.create(_quoted(folder)), f"CREATE {folder}")
