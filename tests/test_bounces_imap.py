@@ -17,11 +17,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 
 from bulletin.cli import cli
-from bulletin.config import Settings
+from bulletin.config import Settings, load_settings
 from bulletin.models import SubscriberStatus
+from bulletin.runners.scheduler import BOUNCE_FETCH_JOB, BulletinScheduler
 
 from . import bounce_fixtures as returned
-from .factories import write_config
+from .factories import wait_until, write_config
 from .send_fixtures import fast_settings
 from .smtp_server import ReceivedMessage, RecordingSMTPServer
 from .test_bounces import SENDER, SOFT, delivery_of, status_of, world  # noqa: F401 - the world fixture
@@ -96,7 +97,7 @@ def imap_account() -> Iterator[ImapAccount]:
         client.delete(f'"{account.processed}"')
 
 
-def fetch_config(tmp_path: Path, smtp_server: RecordingSMTPServer, account: ImapAccount) -> Path:
+def fetch_config(tmp_path: Path, smtp_server: RecordingSMTPServer, account: ImapAccount, **bounces: object) -> Path:
     data = fast_settings(tmp_path, smtp_server, sender=SENDER, delivery=SOFT)
     data["bounces"] = {
         "imap_host": account.host,
@@ -105,6 +106,7 @@ def fetch_config(tmp_path: Path, smtp_server: RecordingSMTPServer, account: Imap
         "folder": account.folder,
         "processed_folder": account.processed,
         "ca_file": account.ca_file,
+        **bounces,
     }
     return write_config(tmp_path / "imap.toml", data)
 
@@ -173,3 +175,37 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_one_line(
     monkeypatch.delenv("BULLETIN_BOUNCE_PASSWORD")
     result = CliRunner().invoke(cli, ["--config", str(config), "bounces", "fetch"], catch_exceptions=False)
     assert result.exit_code == 1 and "BULLETIN_BOUNCE_PASSWORD is not set" in result.stderr
+
+
+def test_the_scheduler_fetches_the_mailbox_every_poll_seconds(
+    world: tuple[Settings, Engine, Path, list[ReceivedMessage]],  # noqa: F811
+    imap_account: ImapAccount,
+    smtp_server: RecordingSMTPServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, engine, _, received = world
+    settings = load_settings(fetch_config(tmp_path, smtp_server, imap_account, poll_seconds=1))
+    monkeypatch.setenv("BULLETIN_BOUNCE_PASSWORD", imap_account.password)
+    imap_account.append(returned.dsn(received[0], status="5.1.1", diagnostic="550 5.1.1 no such user"))
+    service = BulletinScheduler(engine, settings, tick_seconds=60)
+    service.start()
+    try:
+        job = service._scheduler.get_job(BOUNCE_FETCH_JOB) if service._scheduler else None
+        assert job is not None and job.trigger.interval.total_seconds() == 1
+        wait_until(lambda: status_of(engine, received[0].recipients[0]) is SubscriberStatus.BOUNCED)
+        wait_until(lambda: imap_account.count(imap_account.processed) == 1)
+    finally:
+        service.stop(wait=True)
+
+
+def test_the_scheduler_has_no_fetch_job_without_an_imap_host(
+    world: tuple[Settings, Engine, Path, list[ReceivedMessage]],  # noqa: F811
+) -> None:
+    settings, engine, _, _ = world
+    service = BulletinScheduler(engine, settings, tick_seconds=60)
+    service.start()
+    try:
+        assert service._scheduler is not None and service._scheduler.get_job(BOUNCE_FETCH_JOB) is None
+    finally:
+        service.stop(wait=True)
