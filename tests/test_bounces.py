@@ -418,3 +418,14 @@ def test_reports_show_bounces_per_edition_and_per_subscriber(
     code, out, _ = run(config, "subscribers", "list", "--status", "bounced", "--json")
     assert code == 0
     assert [row["email"] for row in json.loads(out)] == [received[0].recipients[0]]
+
+
+def test_our_own_message_coming_back_is_ignored(world: tuple[Settings, Engine, Path, list[ReceivedMessage]]) -> None:
+    settings, engine, _, received = world
+    sent = received[0]
+    # A forwarding rule that sends the bulletin back to its envelope sender.
+    looped = f"Delivered-To: {sent.mail_from}\r\n".encode() + sent.data
+    result = process_message(engine, settings, looped, source="loop")
+    assert (result.kind, result.action) == ("auto-reply", "ignored")
+    assert "X-Loop" in result.reason
+    assert status_of(engine, sent.recipients[0]) is SubscriberStatus.ACTIVE

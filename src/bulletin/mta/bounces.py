@@ -263,6 +263,14 @@ def classify(settings: Settings, data: bytes, envelope_recipients: Iterable[str]
     if bounce is not None:
         return bounce
     subject = _header(message, "Subject")
+    if str(message.get("X-Loop", "")).strip().lower() == mail.loop_marker(settings).lower():
+        return Classified(
+            InboundKind.AUTO_REPLY,
+            reason="one of bulletin's own messages came back (X-Loop)",
+            delivery_id=verp_delivery,
+            message_key=base.key,
+            message_id=base.message_id,
+        )
     if is_auto_reply(message):
         return Classified(
             InboundKind.AUTO_REPLY,
