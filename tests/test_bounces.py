@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import mailbox
+import os
+import signal
 import smtplib
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,18 +35,32 @@ SENDER = {"from_address": "news@centre.example.org", "unsubscribe_mailto": "leav
 SOFT = {"soft_bounce_limit": 2, "soft_bounce_days": 30}
 
 
-@pytest.fixture
-def world(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Settings, Engine, Path, list[ReceivedMessage]]:
+def make_world(
+    tmp_path: Path, smtp_server: RecordingSMTPServer, database_url: str | None = None
+) -> tuple[Settings, Engine, Path, list[ReceivedMessage]]:
     """Six subscribers sent an edition through a real SMTP server; the config file and what it received."""
-    settings, engine, edition_id, _ = sending_world(tmp_path, smtp_server, 6, sender=SENDER, delivery=SOFT)
-    config = write_config(
-        tmp_path / "bulletin.toml", fast_settings(tmp_path, smtp_server, sender=SENDER, delivery=SOFT)
-    )
+    options = {"sender": SENDER, "delivery": SOFT, "database_url": database_url}
+    settings, engine, edition_id, _ = sending_world(tmp_path, smtp_server, 6, **options)
+    config = write_config(tmp_path / "bulletin.toml", fast_settings(tmp_path, smtp_server, **options))
     assert freeze(engine, settings, edition_id) == 6
     report = run_send(engine, settings, edition_id, worker="test")
     assert report.sent == 6
     received = sorted(smtp_server.wait_for(6), key=lambda m: m.recipients[0])
     return settings, engine, config, received
+
+
+@pytest.fixture
+def world(tmp_path: Path, smtp_server: RecordingSMTPServer) -> tuple[Settings, Engine, Path, list[ReceivedMessage]]:
+    """The world on SQLite."""
+    return make_world(tmp_path, smtp_server)
+
+
+@pytest.fixture
+def any_world(
+    tmp_path: Path, smtp_server: RecordingSMTPServer, database_url: str
+) -> tuple[Settings, Engine, Path, list[ReceivedMessage]]:
+    """The world on SQLite, then on PostgreSQL when available."""
+    return make_world(tmp_path, smtp_server, database_url)
 
 
 def status_of(engine: Engine, email: str) -> SubscriberStatus:
@@ -122,9 +140,9 @@ def test_bounce_address_defaults_to_bounces_at_the_from_domain_and_can_be_set(tm
 
 
 def test_hard_dsn_bounces_the_subscriber_at_once_with_status_and_diagnostic(
-    world: tuple[Settings, Engine, Path, list[ReceivedMessage]], tmp_path: Path
+    any_world: tuple[Settings, Engine, Path, list[ReceivedMessage]], tmp_path: Path
 ) -> None:
-    _, engine, config, received = world
+    _, engine, config, received = any_world
     sent = received[0]
     email = sent.recipients[0]
     path = tmp_path / "hard.eml"
@@ -325,9 +343,9 @@ def test_a_missing_source_is_one_line_and_nothing_is_done(
 
 @pytest.mark.parametrize("lmtp", [True, False], ids=["lmtp", "smtp"])
 def test_the_receiver_acts_on_each_kind_before_accepting_it(
-    world: tuple[Settings, Engine, Path, list[ReceivedMessage]], lmtp: bool
+    any_world: tuple[Settings, Engine, Path, list[ReceivedMessage]], lmtp: bool
 ) -> None:
-    settings, engine, _, received = world
+    settings, engine, _, received = any_world
     server = InboundServer(engine, settings, port=free_port(), lmtp=lmtp)
     server.start()
     messages = [
@@ -388,9 +406,9 @@ def test_the_receiver_defers_when_the_database_is_gone(
 
 
 def test_reports_show_bounces_per_edition_and_per_subscriber(
-    world: tuple[Settings, Engine, Path, list[ReceivedMessage]], tmp_path: Path
+    any_world: tuple[Settings, Engine, Path, list[ReceivedMessage]], tmp_path: Path
 ) -> None:
-    _, engine, config, received = world
+    _, engine, config, received = any_world
     files = [
         returned.dsn(received[0], status="5.1.1", diagnostic="550 5.1.1 no such user"),
         returned.dsn(received[1], status="4.2.2", diagnostic="452 4.2.2 mailbox full"),
@@ -429,3 +447,27 @@ def test_our_own_message_coming_back_is_ignored(world: tuple[Settings, Engine, P
     assert (result.kind, result.action) == ("auto-reply", "ignored")
     assert "X-Loop" in result.reason
     assert status_of(engine, sent.recipients[0]) is SubscriberStatus.ACTIVE
+
+
+def test_bounces_serve_runs_until_stopped_and_reports(
+    world: tuple[Settings, Engine, Path, list[ReceivedMessage]],
+) -> None:
+    _, engine, config, received = world
+    port = free_port()
+    command = [sys.executable, "-m", "bulletin", "--config", str(config), "bounces", "serve", "--port", str(port)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"Receiving LMTP on 127.0.0.1:{port}"
+        busy = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert busy.returncode == 1 and busy.stderr.strip().startswith("Error: cannot listen on 127.0.0.1:")
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            dsn = returned.dsn(received[0], status="5.1.1", diagnostic="550 5.1.1 unknown user")
+            assert client.sendmail("", [received[0].mail_from], dsn) == {}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert out.strip().startswith("1 message(s): 1 hard bounce(s)")
+    assert status_of(engine, received[0].recipients[0]) is SubscriberStatus.BOUNCED

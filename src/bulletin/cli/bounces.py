@@ -77,7 +77,11 @@ def serve(app: App, host: str, port: int, use_smtp: bool) -> None:
 
         bulletin bounces serve --port 8025
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("bulletin")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     settings = app.settings
     settings.secret_key  # noqa: B018 - one clear line before listening when the key is missing
     server = InboundServer(app.engine, settings, host=host, port=port, lmtp=not use_smtp)

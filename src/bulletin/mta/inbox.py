@@ -367,7 +367,7 @@ class InboundServer:
         try:
             self.controller.start()
         except OSError as exc:
-            raise BulletinError(f"cannot listen on {self.host}:{self.controller.port}: {exc.strerror}") from None
+            raise BulletinError(f"cannot listen on {self.host}:{self.controller.port}: {exc.strerror or exc}") from None
 
     def stop(self) -> None:
         self.controller.stop()
