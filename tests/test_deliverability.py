@@ -19,17 +19,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from bulletin.app.optin import OptinEmail
 from bulletin.cli import cli
 from bulletin.compose.approval import approve
 from bulletin.config import Settings, settings_from_dict
-from bulletin.db import transaction
+from bulletin.db import reading, transaction
+from bulletin.models import EditionVariant
 from bulletin.mta.notices import send_optin_email
 from bulletin.mta.review import send_review
 from bulletin.mta.sender import send_edition
 from bulletin.runners.scheduler import notify_void
+from bulletin.web.views.edition import send_tests
 
 from .factories import migrated_engine, write_config
 from .smtp_server import ReceivedMessage, RecordingSMTPServer
@@ -56,7 +58,8 @@ def sa_verdict(program: str, data: bytes) -> tuple[float, list[str]]:
     head = out.split("\n\n", 1)[0]
     status = re.search(r"^X-Spam-Status: .*?(?=^\S)", head + "\nEnd", re.MULTILINE | re.DOTALL)
     assert status is not None, out[:2000]
-    text = " ".join(status.group(0).split())
+    # The header is folded between rule names: join its lines back.
+    text = " ".join(status.group(0).split()).replace(", ", ",")
     score = float(re.search(r"score=(-?[\d.]+)", text).group(1))  # type: ignore[union-attr]
     tests = re.search(r"tests=(\S*)", text)
     rules = [r for r in (tests.group(1) if tests else "").split(",") if r and r != "none"]
@@ -107,6 +110,12 @@ def every_message(
     )
     assert result.exit_code == 0, result.output
     kinds["test send"] = caught(len(result.stdout.strip().splitlines()))[0]
+    with reading(engine) as session:
+        variant = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)).first()
+        assert variant is not None
+        stored = [(variant.subject, variant.html, variant.text)]
+    send_tests(settings, "desk@centre.example.org", "Desk", stored)
+    kinds["staff test send"] = caught()[0]
     assert send_edition(engine, settings, edition_id, actor="test", worker="test").report.sent == 5
     kinds["bulletin"] = next(m for m in caught(5) if m.recipients == ["marie@example.org"])
     for kind in ("confirm", "already_subscribed"):
