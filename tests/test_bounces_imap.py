@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from bulletin.cli import cli
 from bulletin.config import Settings, load_settings
 from bulletin.models import SubscriberStatus
+from bulletin.mta import inbox
 from bulletin.runners.scheduler import BOUNCE_FETCH_JOB, BulletinScheduler
 
 from . import bounce_fixtures as returned
@@ -209,3 +210,25 @@ def test_the_scheduler_has_no_fetch_job_without_an_imap_host(
         assert service._scheduler is not None and service._scheduler.get_job(BOUNCE_FETCH_JOB) is None
     finally:
         service.stop(wait=True)
+
+
+def test_fetch_moves_with_copy_and_expunge_where_the_server_has_no_move(
+    world: tuple[Settings, Engine, Path, list[ReceivedMessage]],  # noqa: F811
+    imap_account: ImapAccount,
+    smtp_server: RecordingSMTPServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, engine, _, received = world
+    settings = load_settings(fetch_config(tmp_path, smtp_server, imap_account))
+    monkeypatch.setenv("BULLETIN_BOUNCE_PASSWORD", imap_account.password)
+    # An IMAP4rev1 server without RFC 6851 MOVE: dovecot, with MOVE left out of what it offers.
+    real = inbox._capabilities
+    monkeypatch.setattr(inbox, "_capabilities", lambda client: real(client) - {"MOVE"})
+    imap_account.append(returned.arf_complaint(received[2]))
+    imap_account.append(returned.newsletter_reply(received[5]))
+    summary = inbox.fetch_imap(engine, settings)
+    assert [r.kind for r in summary.results] == ["complaint", "unrecognised"]
+    assert status_of(engine, received[2].recipients[0]) is SubscriberStatus.UNSUBSCRIBED
+    assert imap_account.count(imap_account.processed) == 1
+    assert imap_account.count(imap_account.folder) == 1
