@@ -372,7 +372,8 @@ def test_the_receiver_acts_on_each_kind_before_accepting_it(
                 assert refused == {}
     finally:
         server.stop()
-    assert [r.kind for r in server.summary.results] == ["hard", "soft", "complaint", "unsubscribe", "auto-reply"]
+    assert server.summary.total == 5
+    assert server.summary.kinds == {"hard": 1, "soft": 1, "complaint": 1, "unsubscribe": 1, "auto-reply": 1}
     assert status_of(engine, received[0].recipients[0]) is SubscriberStatus.BOUNCED
     assert status_of(engine, received[1].recipients[0]) is SubscriberStatus.ACTIVE
     assert delivery_of(engine, received[1].recipients[0]).report_status == "4.2.2"

@@ -56,25 +56,29 @@ class Processed:
 
 @dataclass
 class RunSummary:
-    """What one run of ``bulletin bounces process`` or ``fetch`` did."""
+    """What one run of ``bulletin bounces process``, ``fetch`` or ``serve`` did.
+
+    ``keep`` False counts without keeping each result: a receiver may run for months.
+    """
 
     results: list[Processed] = field(default_factory=list)
+    keep: bool = True
+    kinds: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    total: int = 0
 
     def add(self, result: Processed) -> None:
-        self.results.append(result)
-
-    @property
-    def kinds(self) -> Counter[str]:
-        return Counter(r.kind for r in self.results if r.action != "duplicate")
-
-    @property
-    def actions(self) -> Counter[str]:
-        return Counter(r.action for r in self.results)
+        self.total += 1
+        if result.action != "duplicate":
+            self.kinds[result.kind] += 1
+        self.actions[result.action] += 1
+        if self.keep:
+            self.results.append(result)
 
     def line(self) -> str:
         """The one summary line of a run."""
         kinds, actions = self.kinds, self.actions
-        total = len(self.results)
+        total = self.total
         parts = [
             f"{kinds['hard']} hard bounce(s)",
             f"{kinds['soft']} soft bounce(s)",
@@ -89,7 +93,7 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "messages": len(self.results),
+            "messages": self.total,
             "kinds": dict(self.kinds),
             "actions": dict(self.actions),
             "results": [r.__dict__ for r in self.results],
@@ -342,7 +346,7 @@ class InboundServer:
     def __init__(
         self, engine: Engine, settings: Settings, *, host: str = "127.0.0.1", port: int = 8025, lmtp: bool = True
     ) -> None:
-        self.summary = RunSummary()
+        self.summary = RunSummary(keep=False)
         handler = _InboundHandler(engine, settings, self.summary, lmtp)
         protocol = LMTP if lmtp else SMTP
 
