@@ -3,8 +3,8 @@
 Every section is a frozen dataclass; each field carries its help text in ``metadata``.
 The loader checks unknown keys and types against these declarations and the sample file
 written by ``bulletin init`` is generated from them, so nothing is declared twice.
-Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY`` and
-``BULLETIN_SMTP_PASSWORD``.
+Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY``,
+``BULLETIN_SMTP_PASSWORD`` and ``BULLETIN_BOUNCE_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -507,7 +507,8 @@ def sample_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> s
     defaults = Settings()
     lines = [
         "# bulletin configuration. Every setting is shown with its default value.",
-        f"# Secrets are not kept here: set {SECRET_KEY_ENV} and {SMTP_PASSWORD_ENV} in the environment.",
+        f"# Secrets are not kept here: set {SECRET_KEY_ENV}, {SMTP_PASSWORD_ENV} and {BOUNCE_PASSWORD_ENV}"
+        " in the environment.",
         "",
     ]
     sections: list[tuple[str, dataclasses.Field[Any], Any]] = []
