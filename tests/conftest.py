@@ -18,16 +18,18 @@ from .smtp_server import RecordingSMTPServer
 
 PG_ENV = "BULLETIN_TEST_DATABASE_URL"
 SECRET = "test-secret-key-0123456789abcdef"
+OPTIONAL_MARKERS = ("postgres", "browser", "imap", "spamassassin")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    """In CI (BULLETIN_REQUIRE_OPTIONAL=1) a PostgreSQL or browser test may not skip: it fails."""
+    """In CI (BULLETIN_REQUIRE_OPTIONAL=1) a test of an optional part (PostgreSQL, Chromium, dovecot,
+    SpamAssassin) may not skip: it fails."""
     report: pytest.TestReport = yield
-    optional = any(item.iter_markers("postgres")) or any(item.iter_markers("browser"))
+    optional = any(any(item.iter_markers(name)) for name in OPTIONAL_MARKERS)
     if report.skipped and optional and os.environ.get("BULLETIN_REQUIRE_OPTIONAL") == "1":
         report.outcome = "failed"
-        report.longrepr = f"CI provides PostgreSQL and Chromium, yet this test skipped: {report.longrepr}"
+        report.longrepr = f"CI provides {', '.join(OPTIONAL_MARKERS)}, yet this test skipped: {report.longrepr}"
     return report
 
 

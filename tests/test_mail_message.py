@@ -195,8 +195,10 @@ def test_build_message_without_unsubscribe_url_is_not_a_list_message(settings: S
     )
     parsed = parse(mail.message_bytes(settings, message))
     assert all_defects(parsed) == []
-    for header in ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Precedence"):
+    # Nothing to unsubscribe from yet; but the message names its list and asks responders not to answer.
+    for header in ("List-Unsubscribe", "List-Unsubscribe-Post"):
         assert header not in parsed
+    assert parsed["List-Id"] and parsed["Precedence"] == "bulk" and parsed["X-Loop"] == "bounces@centre.example.org"
     assert parsed["Auto-Submitted"] == "auto-generated"
 
 

@@ -3,8 +3,8 @@
 Every section is a frozen dataclass; each field carries its help text in ``metadata``.
 The loader checks unknown keys and types against these declarations and the sample file
 written by ``bulletin init`` is generated from them, so nothing is declared twice.
-Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY`` and
-``BULLETIN_SMTP_PASSWORD``.
+Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY``,
+``BULLETIN_SMTP_PASSWORD`` and ``BULLETIN_BOUNCE_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ DEFAULT_CONFIG_NAME = "bulletin.toml"
 CONFIG_ENV = "BULLETIN_CONFIG"
 SECRET_KEY_ENV = "BULLETIN_SECRET_KEY"
 SMTP_PASSWORD_ENV = "BULLETIN_SMTP_PASSWORD"
+BOUNCE_PASSWORD_ENV = "BULLETIN_BOUNCE_PASSWORD"
 
 
 class ConfigError(Exception):
@@ -214,6 +215,16 @@ class Delivery:
     give_up_after: float = setting(259200.0, "Seconds after the first attempt when a deferred message is failed.")
     bounce_after: int = setting(3, "Editions with a permanent failure after which a subscriber becomes bounced.")
     batch_size: int = setting(500, "Deliveries claimed from the ledger at a time.")
+    # Bounces that arrive after the SMTP transaction (see bulletin.mta.bounces).
+    bounce_address: str = setting(
+        "",
+        "Envelope sender; each message goes out as bounces+TOKEN@ its domain (VERP). Empty means "
+        "bounces@ the From address's domain.",
+    )
+    soft_bounce_limit: int = setting(
+        3, "Temporary failures (4.x.x reports) within soft_bounce_days after which a subscriber becomes bounced."
+    )
+    soft_bounce_days: int = setting(30, "Window, in days, in which temporary failures are counted.")
 
 
 @dataclass(frozen=True)
@@ -272,6 +283,17 @@ class Archive:
 
 
 @dataclass(frozen=True)
+class Bounces:
+    imap_host: str = setting("", "IMAP server holding the bounce mailbox (TLS, port 993); empty disables fetching.")
+    imap_port: int = setting(993, "IMAP over TLS port.")
+    user: str = setting("", "IMAP user; the password comes from BULLETIN_BOUNCE_PASSWORD.")
+    folder: str = setting("INBOX", "Folder read by 'bulletin bounces fetch'.")
+    processed_folder: str = setting("bulletin-processed", "Folder the processed messages are moved to.")
+    ca_file: str = setting("", "PEM file of the authorities that sign the IMAP server's certificate; empty: system's.")
+    poll_seconds: int = setting(300, "How often the scheduler fetches the bounce mailbox when imap_host is set.")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of bulletin's settings; build one in tests with ``Settings()`` or ``load_settings``."""
 
@@ -293,6 +315,7 @@ class Settings:
     workflow: Workflow = setting(Workflow(), "Review and approval.")
     ingest: Ingest = setting(Ingest(), "Sources read by the periodic edition.")
     archive: Archive = setting(Archive(), "The public archive of sent editions.")
+    bounces: Bounces = setting(Bounces(), "The mailbox where bounces, complaints and unsubscribe requests arrive.")
     # Not from the file: where it was read from, to resolve relative paths.
     base_dir: Path = field(default=Path("."), metadata={"help": "", "internal": True}, compare=False)
 
@@ -331,6 +354,10 @@ class Settings:
     @property
     def smtp_password(self) -> str:
         return os.environ.get(SMTP_PASSWORD_ENV, "")
+
+    @property
+    def bounce_password(self) -> str:
+        return os.environ.get(BOUNCE_PASSWORD_ENV, "")
 
 
 # ---------------------------------------------------------------------------
@@ -422,6 +449,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError("smtp.connections: must be at least 1")
     if settings.smtp.messages_per_second <= 0 or settings.smtp.messages_per_hour <= 0:
         raise ConfigError("smtp.messages_per_second and messages_per_hour: must be positive")
+    if settings.delivery.soft_bounce_limit < 1 or settings.delivery.soft_bounce_days < 1:
+        raise ConfigError("delivery.soft_bounce_limit and soft_bounce_days: must be at least 1")
+    if settings.bounces.poll_seconds < 1:
+        raise ConfigError("bounces.poll_seconds: must be at least 1")
     if settings.workflow.approvals_required < 1:
         raise ConfigError("workflow.approvals_required: must be at least 1")
     if settings.ingest.max_topics < 0 or settings.ingest.topic_min_score <= 0:
@@ -694,7 +725,8 @@ def sample_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> s
     defaults = Settings()
     lines = [
         "# bulletin configuration. Every setting is shown with its default value.",
-        f"# Secrets are not kept here: set {SECRET_KEY_ENV} and {SMTP_PASSWORD_ENV} in the environment.",
+        f"# Secrets are not kept here: set {SECRET_KEY_ENV}, {SMTP_PASSWORD_ENV} and {BOUNCE_PASSWORD_ENV}"
+        " in the environment.",
         "",
     ]
     sections: list[tuple[str, dataclasses.Field[Any], Any]] = []

@@ -147,6 +147,7 @@ COMMAND_HELP = {
     "staff": "Manage staff accounts for the web pages.",
     "archive": "Export the public archive of sent editions as static files.",
     "web": "Pieces of the web pages for other sites (the embeddable subscription form).",
+    "bounces": "Process bounces, complaints and unsubscribe requests (files, IMAP, LMTP).",
 }
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "init": ("admin",),
@@ -160,6 +161,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "staff": ("staff",),
     "archive": ("archive",),
     "web": ("web",),
+    "bounces": ("bounces",),
 }
 
 

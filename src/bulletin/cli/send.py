@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bulletin.app.bounces import edition_report_counts
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
 from bulletin.compose.approval import record_void, start_sending
@@ -289,6 +290,8 @@ def status_command(app: App, edition_id: int, as_json: bool, error_count: int, l
 
     with app.reading() as session:
         status = delivery_status(session, edition_id, errors=error_count, uncertain=limit or None)
+        # What came back after the SMTP transaction: bounces, complaints, unsubscribe requests.
+        status["reports"] = edition_report_counts(session, edition_id)
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
@@ -304,6 +307,11 @@ def status_command(app: App, edition_id: int, as_json: bool, error_count: int, l
         click.echo(f"Uncertain (interrupted mid-send, sent again; may have arrived twice): {status['uncertain_total']}")
         for row in status["uncertain"]:
             click.echo(f"  {row['email']} ({row['state']}, {row['times']}x)")
+    reports = status["reports"]
+    click.echo(
+        f"Came back: {reports['hard']} hard bounce(s), {reports['soft']} soft bounce(s), "
+        f"{reports['complaint']} complaint(s), {reports['unsubscribe']} unsubscribe request(s)"
+    )
     if status["last_errors"]:
         click.echo("Last errors:")
         for row in status["last_errors"]:

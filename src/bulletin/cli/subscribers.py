@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from bulletin.app.bounces import bounce_history
 from bulletin.app.subscriber_files import ImportReport, default_report_path, export_to_file, import_csv, write_export
 from bulletin.app.subscribers import (
     SubscriberFilter,
@@ -116,8 +117,19 @@ def show(app: App, email: str, as_json: bool) -> None:
             }
             for event in subscriber.events
         ]
+        bounces = [
+            {
+                "at": record.received_at.isoformat(),
+                "kind": record.kind.value,
+                "status": record.status,
+                "diagnostic": record.diagnostic,
+                "edition": record.edition_id,
+                "action": record.action,
+            }
+            for record in bounce_history(session, subscriber.id)
+        ]
     if as_json:
-        click.echo(json.dumps({**data, "events": events}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({**data, "events": events, "bounces": bounces}, ensure_ascii=False, indent=2))
         return
     console = _console()
     consent = data["consent"]
@@ -143,6 +155,20 @@ def show(app: App, email: str, as_json: bool) -> None:
         change = f"{event['from'] or ''} → {event['to']}" if event["to"] else ""
         history.add_row(str(event["at"])[:19], str(event["action"]), change, str(event["by"]), event["detail"] or "")
     console.print(history)
+    if bounces:
+        returned = Table(title="Bounces and complaints")
+        for column in ("When", "Kind", "Status", "Edition", "Done", "Diagnostic"):
+            returned.add_column(column)
+        for row in bounces:
+            returned.add_row(
+                str(row["at"])[:19],
+                str(row["kind"]),
+                str(row["status"] or "-"),
+                str(row["edition"] or "-"),
+                str(row["action"]),
+                str(row["diagnostic"] or ""),
+            )
+        console.print(returned)
 
 
 @subscribers.command("set")

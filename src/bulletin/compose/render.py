@@ -64,6 +64,12 @@ _PREHEADER_SLOT = "VARIANT_PREHEADER"
 _TOPICS_SLOT = "VARIANT_TOPICS"
 _SUBJECT_SLOT = "VARIANT_SUBJECT"
 _WEB_VERSION_SLOT = "VARIANT_WEB_VERSION"
+# mjml's hiding of the preheader, and ours: display none, without a colour or tiny-font trick.
+_MJML_PREVIEW_STYLE = (
+    'style="display:none;font-size:1px;color:#ffffff;line-height:1px;'
+    'max-height:0px;max-width:0px;opacity:0;overflow:hidden;"'
+)
+PREHEADER_STYLE = 'style="display:none;max-height:0;max-width:0;overflow:hidden;mso-hide:all;"'
 _ITEMS_START = "<!--bulletin-items-->"
 _ITEMS_END = "<!--/bulletin-items-->"
 _ITEM_RE = re.compile(r"<!--bulletin-item:(\d+)-->.*?<!--/bulletin-item-->", re.DOTALL)
@@ -377,6 +383,9 @@ def mjml_to_email_html(mjml_source: str, inline_css: str) -> str:
     if result.errors:
         raise RenderError("MJML: " + "; ".join(str(e) for e in result.errors))
     document = result.html.replace("<!doctype html>", "<!DOCTYPE html>", 1)
+    # mjml hides the preheader with white 1px text, which spam filters read as hidden text
+    # (SpamAssassin's HTML_FONT_LOW_CONTRAST): hide it without colour or size tricks instead.
+    document = document.replace(_MJML_PREVIEW_STYLE, PREHEADER_STYLE, 1)
     # MJML's head styles (resets, media queries) stay in <head> untouched: inlining them would only
     # bloat every element. premailer inlines our inline.css and drops the marker attribute again.
     head_end = document.find("</head>")

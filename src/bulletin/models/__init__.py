@@ -10,6 +10,7 @@ from bulletin.models.edition import (
     EditionTransition,
     EditionVariant,
 )
+from bulletin.models.inbound import InboundKind, InboundMail
 from bulletin.models.news import FeedState, NewsCorrection, NewsItem, NewsStatus
 from bulletin.models.staff import Lock, RateEvent, StaffMember, StaffRole, StaffSession
 from bulletin.models.subscriber import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression
@@ -25,6 +26,8 @@ __all__ = [
     "EditionTransition",
     "EditionVariant",
     "FeedState",
+    "InboundKind",
+    "InboundMail",
     "Lock",
     "NewsCorrection",
     "NewsItem",

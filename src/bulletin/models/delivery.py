@@ -49,6 +49,12 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What came back after the SMTP transaction (bulletin.mta.bounces): hard, soft, complaint or
+    # unsubscribe, with the RFC 3463 status and the remote diagnostic.
+    report_kind: Mapped[str | None] = mapped_column(String(16))
+    report_status: Mapped[str | None] = mapped_column(String(16))
+    report_detail: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),

@@ -23,10 +23,12 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import policy as email_policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import format_datetime, formataddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,8 +36,10 @@ from bulletin.compose import placeholders
 from bulletin.config import Settings
 from bulletin.errors import BulletinError
 
-# Headers a DKIM signature covers (when present): those the bulk-sender rules name and the content.
-DKIM_HEADERS = (
+# Headers a DKIM signature covers: those the bulk-sender rules name, oversigned (listed once more
+# than they occur, RFC 6376 8.15) so that a copy of any of them added on top, or added where the
+# message had none, breaks the signature.
+DKIM_OVERSIGNED = (
     b"from",
     b"to",
     b"subject",
@@ -45,9 +49,9 @@ DKIM_HEADERS = (
     b"list-id",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
-    b"mime-version",
-    b"content-type",
 )
+# Signed when present: the MIME structure.
+DKIM_SIGNED = (b"mime-version", b"content-type")
 
 
 class UriListHeader(UnstructuredHeader):
@@ -103,12 +107,106 @@ def list_id(settings: Settings) -> str:
     return f'"{name}" <{settings.sender.list_id}>' if name else f"<{settings.sender.list_id}>"
 
 
-def list_unsubscribe(settings: Settings, url: str) -> str:
-    """RFC 2369 value: the one-click https URL first, then the mailto alternative."""
-    mailto = settings.sender.unsubscribe_mailto
-    if not mailto:
+def list_unsubscribe(settings: Settings, url: str, delivery_id: int | None = None) -> str:
+    """RFC 2369 value: the one-click https URL first, then the mailto alternative.
+
+    With a delivery the mailto names it (``unsubscribe+TOKEN@...``), so a request works whatever
+    subject or body the mail client writes.
+    """
+    mailbox = unsubscribe_mailbox(settings, delivery_id)
+    if not mailbox:
         return f"<{url}>"
-    return f"<{url}>, <mailto:{mailto}?subject=unsubscribe>"
+    return f"<{url}>, <mailto:{mailbox}?subject=unsubscribe>"
+
+
+# ---------------------------------------------------------------------------
+# VERP: envelope senders and unsubscribe mailboxes that name the delivery
+
+BOUNCE_PURPOSE = "bounce"
+UNSUBSCRIBE_PURPOSE = "unsubscribe"
+# 10 bytes of MAC (80 bits) in hexadecimal: 20 characters.
+_TOKEN_MAC_BYTES = 10
+_TOKEN_RE = re.compile(r"^([0-9a-z]{1,13})-([0-9a-f]{20})$")
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+@lru_cache(maxsize=8)
+def _token_key(secret: str) -> bytes:
+    """A 32-byte key for the token MACs, derived once from the installation's secret."""
+    return hashlib.sha256(b"bulletin-verp\0" + secret.encode()).digest()
+
+
+def _token_mac(secret: str, purpose: str, delivery_id: int) -> str:
+    # Keyed BLAKE2b is a MAC by design and, with a hex digest, costs about a microsecond: two
+    # tokens go into every message.
+    mac = hashlib.blake2b(f"{purpose}:{delivery_id}".encode(), key=_token_key(secret), digest_size=_TOKEN_MAC_BYTES)
+    return mac.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _bounce_address(configured: str, from_address: str) -> str:
+    return configured or f"bounces@{from_address.rpartition('@')[2].lower() or 'localhost'}"
+
+
+def delivery_token(secret: str, purpose: str, delivery_id: int) -> str:
+    """A short signed token naming a delivery: ``<id base36>-<mac>``, lower case.
+
+    Lower case because some MTAs lower-case the local part of the address they bounce to; the
+    purpose is in the MAC so that a bounce token cannot be used as an unsubscribe one.
+    """
+    return f"{_base36(delivery_id)}-{_token_mac(secret, purpose, delivery_id)}"
+
+
+def read_delivery_token(secret: str, purpose: str, token: str) -> int | None:
+    """The delivery a token names, or None when it is malformed or not signed by this installation."""
+    match = _TOKEN_RE.match(token.strip().lower())
+    if match is None:
+        return None
+    delivery_id = int(match.group(1), 36)
+    if not hmac.compare_digest(match.group(2), _token_mac(secret, purpose, delivery_id)):
+        return None
+    return delivery_id
+
+
+def bounce_address(settings: Settings) -> str:
+    """``delivery.bounce_address``, by default ``bounces@`` the From domain."""
+    return _bounce_address(settings.delivery.bounce_address, settings.sender.from_address)
+
+
+def _tagged(address: str, tag: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{tag}@{domain}"
+
+
+def envelope_sender(settings: Settings, delivery_id: int | None = None) -> str:
+    """The MAIL FROM of a message: ``bounces+TOKEN@domain`` for a delivery, the bare address otherwise."""
+    address = bounce_address(settings)
+    if delivery_id is None:
+        return address
+    return _tagged(address, delivery_token(settings.secret_key, BOUNCE_PURPOSE, delivery_id))
+
+
+def unsubscribe_mailbox(settings: Settings, delivery_id: int | None = None) -> str:
+    """The List-Unsubscribe mailto address, tagged with the delivery when there is one; "" if none is set."""
+    mailbox = settings.sender.unsubscribe_mailto
+    if not mailbox or delivery_id is None:
+        return mailbox
+    return _tagged(mailbox, delivery_token(settings.secret_key, UNSUBSCRIBE_PURPOSE, delivery_id))
+
+
+def message_date(moment: float | None = None) -> str:
+    """An RFC 5322 Date in UTC with a numeric zone (``+0000``; the obsolete ``GMT`` must not be generated)."""
+    when = datetime.fromtimestamp(time.time() if moment is None else moment, UTC)
+    return format_datetime(when)
 
 
 def _from_header(settings: Settings) -> Address:
@@ -116,12 +214,25 @@ def _from_header(settings: Settings) -> Address:
     return Address(display_name=settings.sender.from_name, username=local, domain=domain)
 
 
-def _add_list_headers(message: EmailMessage, settings: Settings) -> None:
+def loop_marker(settings: Settings) -> str:
+    """The X-Loop value of every message: the bounce mailbox, where a message that loops back arrives."""
+    return bounce_address(settings)
+
+
+def _add_list_headers(message: EmailMessage, settings: Settings, *, one_click: bool = True) -> None:
+    """The headers every message carries, and, for a list message, the one-click unsubscribe.
+
+    Every message is generated by the list, so it names it (RFC 2919 List-Id); ``Precedence:
+    bulk`` asks auto-responders not to answer (RFC 3834 2) and X-Loop lets the bounce processor
+    recognise its own messages coming back. Receivers read these as a list manager's mail.
+    """
     message["List-Id"] = list_id(settings)
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    # RFC 2369: where the list's past messages are.
-    message["List-Archive"] = f"<{settings.web.base_url.rstrip('/')}/archive/>"
+    if one_click:
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        # RFC 2369: where the list's past messages are.
+        message["List-Archive"] = f"<{settings.web.base_url.rstrip('/')}/archive/>"
     message["Precedence"] = "bulk"
+    message["X-Loop"] = loop_marker(settings)
 
 
 # ---------------------------------------------------------------------------
@@ -142,9 +253,9 @@ def build_message(
 ) -> EmailMessage:
     """A complete multipart/alternative (text, then HTML) message.
 
-    With ``list_unsubscribe_url`` it is a list message: List-Id, List-Unsubscribe (https and
-    mailto), List-Unsubscribe-Post and ``Precedence: bulk`` are added. Without it (an opt-in
-    confirmation) none of them is.
+    Every message has List-Id, ``Precedence: bulk`` and X-Loop. With ``list_unsubscribe_url`` it
+    is a list message and List-Unsubscribe (https and mailto) and List-Unsubscribe-Post are added;
+    without it (an opt-in confirmation, a notice to staff) they are not: there is nothing to leave.
     """
     message = EmailMessage(policy=POLICY)
     message["From"] = _from_header(settings)
@@ -153,11 +264,11 @@ def build_message(
     # The whole display name is one encoded phrase, so a name holding "<", "@" or "(" cannot add an address.
     message["To"] = Address(display_name=to_name or "", addr_spec=to_email)
     message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Date"] = message_date()
     message["Message-ID"] = message_id
     if list_unsubscribe_url:
         message["List-Unsubscribe"] = list_unsubscribe(settings, list_unsubscribe_url)
-        _add_list_headers(message, settings)
+    _add_list_headers(message, settings, one_click=bool(list_unsubscribe_url))
     for name, value in (extra_headers or {}).items():
         message[name] = value
     message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
@@ -208,16 +319,28 @@ class DkimSigner:
                 self.domain,
                 self.key,
                 canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=[h for h in DKIM_HEADERS if _has_header(data, h)],
+                include_headers=signed_headers(data),
             )
         except dkim.DKIMException as exc:
             raise BulletinError(f"DKIM signing failed: {exc}") from None
         return signature + data
 
 
-def _has_header(data: bytes, name: bytes) -> bool:
-    head = data.split(b"\r\n\r\n", 1)[0].lower()
-    return head.startswith(name + b":") or (b"\n" + name + b":") in head
+def signed_headers(data: bytes) -> list[bytes]:
+    """The h= list: each oversigned header once more than it occurs, the MIME ones as they occur."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    counts: dict[bytes, int] = {}
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name = line.partition(b":")[0].strip().lower()
+        counts[name] = counts.get(name, 0) + 1
+    names: list[bytes] = []
+    for name in DKIM_OVERSIGNED:
+        names += [name] * (counts.get(name, 0) + 1)
+    for name in DKIM_SIGNED:
+        names += [name] * counts.get(name, 0)
+    return names
 
 
 def message_bytes(settings: Settings, message: EmailMessage, signer: DkimSigner | None = None) -> bytes:
@@ -239,6 +362,8 @@ class Recipient:
     message_id: str
     unsubscribe_url: str
     preferences_url: str
+    # The ledger row of this copy: named by the List-Unsubscribe mailto (VERP).
+    delivery_id: int | None = None
 
 
 def _qp(data: bytes) -> bytes:
@@ -297,6 +422,8 @@ class VariantTemplate:
     slots: list[tuple[str, str]]
     unsubscribe_mailto: str = ""
     signer: DkimSigner | None = None
+    # Signs the per-delivery unsubscribe mailbox (see :func:`unsubscribe_mailbox`).
+    secret: str = field(default="", repr=False)
     _date_cache: tuple[int, bytes] = field(default=(0, b""), repr=False)
 
     @classmethod
@@ -357,18 +484,22 @@ class VariantTemplate:
             slots=slots,
             unsubscribe_mailto=settings.sender.unsubscribe_mailto,
             signer=signer,
+            secret=settings.secret_key if settings.sender.unsubscribe_mailto else "",
         )
 
     def _date(self) -> bytes:
         now = int(time.time())
         if self._date_cache[0] != now:
-            self._date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+            self._date_cache = (now, message_date(now).encode("ascii"))
         return self._date_cache[1]
 
-    def _list_unsubscribe(self, url: str) -> str:
-        if self.unsubscribe_mailto:
-            return f"<{url}>, <mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
-        return f"<{url}>"
+    def _list_unsubscribe(self, url: str, delivery_id: int | None) -> str:
+        mailbox = self.unsubscribe_mailto
+        if not mailbox:
+            return f"<{url}>"
+        if delivery_id is not None:
+            mailbox = _tagged(mailbox, delivery_token(self.secret, UNSUBSCRIBE_PURPOSE, delivery_id))
+        return f"<{url}>, <mailto:{mailbox}?subject=unsubscribe>"
 
     def personalise(self, recipient: Recipient) -> bytes:
         """This recipient's copy: the RFC 5322 message, DKIM-signed when configured."""
@@ -392,7 +523,9 @@ class VariantTemplate:
                 POLICY.fold_binary("To", formataddr((recipient.name or "", recipient.email))),
                 b"Date: " + self._date() + b"\r\n",
                 POLICY.fold_binary("Message-ID", recipient.message_id),
-                fold_uri_list("List-Unsubscribe", self._list_unsubscribe(recipient.unsubscribe_url)).encode("ascii"),
+                fold_uri_list(
+                    "List-Unsubscribe", self._list_unsubscribe(recipient.unsubscribe_url, recipient.delivery_id)
+                ).encode("ascii"),
             )
         )
         values = _slot_values(recipient)

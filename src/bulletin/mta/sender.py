@@ -378,6 +378,7 @@ class _Connections:
                         + links.make_token(secret, "unsubscribe", item.subscriber_id, item.email, item.link_nonce),
                         preferences_url=preferences
                         + links.make_token(secret, "preferences", item.subscriber_id, item.email, item.link_nonce),
+                        delivery_id=item.delivery_id,
                     )
                 )
             except Exception as exc:  # reported by the connection that takes it
@@ -386,7 +387,6 @@ class _Connections:
 
     def _run(self) -> None:
         transport = self.transport_factory(self.settings)
-        mail_from = self.settings.sender.from_address
         # The next entry, taken early so its envelope can go out with this one's end, and its permit.
         ahead: list[tuple[Claimed, bytes | BaseException] | None] = []
         permit_ahead: Permit | None = None
@@ -411,7 +411,12 @@ class _Connections:
                     if following is not None and isinstance(following[1], bytes):
                         permit_ahead = self.limiter.permit_now()
                         if permit_ahead is not None:
-                            then = Envelope(mail_from, following[0].email, len(following[1]))
+                            then = Envelope(
+                                mail.envelope_sender(self.settings, following[0].delivery_id),
+                                following[0].email,
+                                len(following[1]),
+                            )
+                mail_from = mail.envelope_sender(self.settings, item.delivery_id)
                 outcome = self._send(transport, mail_from, item, data, permit=permit, then=then)
                 if outcome is not None:
                     self.results.put(outcome)

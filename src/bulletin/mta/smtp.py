@@ -208,7 +208,7 @@ class SmtpTransport:
         if len(recipients) != 1:
             raise ValueError("send() takes a message with exactly one To address")
         data = mail.message_bytes(self.settings, message, signer)
-        return self.send_bytes(self.settings.sender.from_address, recipients[0], data)
+        return self.send_bytes(mail.envelope_sender(self.settings), recipients[0], data)
 
     def send_bytes(
         self,

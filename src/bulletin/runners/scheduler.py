@@ -51,6 +51,7 @@ from bulletin.db import reading, transaction
 from bulletin.errors import BulletinError, Conflict
 from bulletin.i18n import format_local
 from bulletin.models import Lock, utcnow
+from bulletin.mta.inbox import fetch_imap
 from bulletin.mta.ledger import sending_editions
 from bulletin.mta.notices import void_notice_message
 from bulletin.mta.review import send_review
@@ -66,6 +67,7 @@ JOBS_TABLE = "apscheduler_jobs"
 PERIODIC_JOB = "bulletin-periodic-edition"
 TICK_JOB = "bulletin-tick"
 HEARTBEAT_JOB = "bulletin-heartbeat"
+BOUNCE_FETCH_JOB = "bulletin-bounce-fetch"
 
 
 # ---------------------------------------------------------------------------
@@ -343,6 +345,15 @@ def run_tick_job(key: str) -> None:
             )
 
 
+def run_bounce_fetch_job(key: str) -> None:
+    """Job entry point of the bounce mailbox fetch (when ``bounces.imap_host`` is set)."""
+    scheduler = _RUNNING.get(key)
+    if scheduler is not None:
+        summary = fetch_imap(scheduler.engine, scheduler.settings)
+        if summary.results:
+            log.info("bounce mailbox: %s", summary.line())
+
+
 def run_heartbeat_job(key: str) -> None:
     scheduler = _RUNNING.get(key)
     if scheduler is not None:
@@ -454,6 +465,15 @@ class BulletinScheduler:
             replace_existing=True,
             next_run_time=datetime.now(ZoneInfo(self.settings.schedule.timezone)),
         )
+        if self.settings.bounces.imap_host:
+            scheduler.add_job(
+                run_bounce_fetch_job,
+                IntervalTrigger(seconds=self.settings.bounces.poll_seconds),
+                args=[self.key],
+                id=BOUNCE_FETCH_JOB,
+                name="bounce mailbox fetch",
+                jobstore="process",
+            )
         scheduler.add_job(
             run_heartbeat_job,
             IntervalTrigger(seconds=self.heartbeat_seconds),

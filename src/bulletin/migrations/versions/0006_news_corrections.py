@@ -12,7 +12,7 @@ from alembic import op
 import bulletin.models.base
 
 revision: str = "0006_news_corrections"
-down_revision: str | Sequence[str] | None = "0004_security"
+down_revision: str | Sequence[str] | None = "0005_inbound_mail"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
