@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bulletin.app.optin import OptinEmail
+from bulletin.compose import placeholders
 from bulletin.compose.render import render_variants
 from bulletin.config import Settings, settings_from_dict
 from bulletin.db import transaction
@@ -49,8 +50,14 @@ def signed(tmp_path: Path) -> tuple[Settings, bytes]:
 
 def bulletin_copy(settings: Settings) -> bytes:
     signer = mail.DkimSigner.from_settings(settings)
+    leave = placeholders.slot("TESTMARKER", placeholders.UNSUBSCRIBE_URL)
     template = mail.VariantTemplate.build(
-        settings, subject="Bulletin", html="<p>Bonjour</p>", text="Bonjour", signer=signer
+        settings,
+        subject="Bulletin",
+        html=f'<p>Bonjour</p><a href="{leave}">Se désabonner</a>',
+        text=f"Bonjour\n{leave}",
+        marker="TESTMARKER",
+        signer=signer,
     )
     recipient = mail.Recipient(
         "ana@example.net",
@@ -95,7 +102,8 @@ def test_date_has_a_numeric_zone(settings: Settings) -> None:
         list_unsubscribe_url=None,
     )
     assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000", str(message["Date"]))
-    copy = mail.VariantTemplate.build(settings, subject="x", html="", text="x").personalise(
+    leave = placeholders.slot("TESTMARKER", placeholders.UNSUBSCRIBE_URL)
+    copy = mail.VariantTemplate.build(settings, subject="x", html="", text=leave, marker="TESTMARKER").personalise(
         mail.Recipient("a@example.net", None, "<y@example.org>", "https://e.org/u", "https://e.org/p")
     )
     date = re.search(rb"^Date: (.*)\r$", copy, re.MULTILINE)

@@ -12,10 +12,10 @@ from bulletin.cli import cli
 from bulletin.compose.preview import write_previews
 from bulletin.compose.render import RenderedVariant
 from bulletin.config import settings_from_dict
-from bulletin.db import transaction
+from bulletin.db import engine_for, transaction
 from bulletin.migrate import upgrade
 
-from .factories import add_subscriber, migrated_engine, write_config
+from .factories import add_subscriber, write_config
 
 
 def mode(path: Path) -> int:
@@ -27,7 +27,9 @@ def test_the_database_and_its_wal_and_shm_are_readable_by_their_owner_only(tmp_p
     try:
         folder = tmp_path / "data" / "bulletin"
         settings = settings_from_dict({"database": {"url": f"sqlite:///{folder / 'subscribers.db'}"}}, tmp_path)
-        engine = migrated_engine(settings)
+        # Created the way `bulletin init` creates it (the tests' template copy would bypass that path).
+        engine = engine_for(settings)
+        upgrade(engine)
         with transaction(engine) as session:
             add_subscriber(session, "ana@example.org", "es")
             # While the connection is open, SQLite keeps its -wal and -shm files.
