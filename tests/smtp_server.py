@@ -134,6 +134,11 @@ class _FaultySMTP(SMTP):
         super().__init__(*args, **kwargs)
         self._recording_server = server
 
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        with self._recording_server.lock:
+            self._recording_server.open_connections -= 1
+
     async def smtp_DATA(self, arg: str) -> None:
         server = self._recording_server
         with server.lock:
@@ -159,6 +164,7 @@ class _Controller(Controller):
     def factory(self) -> SMTP:
         with self._recording_server.lock:
             self._recording_server.connections += 1
+            self._recording_server.open_connections += 1
         return _FaultySMTP(self._recording_server, self.handler, **self.SMTP_kwargs)
 
 
@@ -173,7 +179,7 @@ class RecordingSMTPServer:
     """Runs aiosmtpd in a thread on 127.0.0.1; ``messages`` holds what it accepted.
 
     ``refusals`` lists (address, reply) of every refusal it gave; ``connections`` counts the
-    connections clients opened. It offers PIPELINING unless ``pipelining=False``.
+    connections clients opened, ``open_connections`` those still open. It offers PIPELINING unless ``pipelining=False``.
     """
 
     def __init__(self, port: int | None = None, *, pipelining: bool = True, **controller_options: Any) -> None:
@@ -186,6 +192,7 @@ class RecordingSMTPServer:
         self.lock = threading.Lock()
         self.data_commands = 0
         self.connections = 0
+        self.open_connections = 0
         options: dict[str, Any] = {"decode_data": False, "enable_SMTPUTF8": True}
         options.update(controller_options)
         self._controller = _Controller(self, _Handler(self), hostname=self.host, port=self.port, **options)
@@ -200,6 +207,16 @@ class RecordingSMTPServer:
         """Every recipient of every accepted message, in order (duplicates kept)."""
         with self.lock:
             return [rcpt for message in self.messages for rcpt in message.recipients]
+
+    def wait_until_idle(self, timeout: float = 10.0) -> None:
+        """Wait until every client connection is closed (whatever a killed client sent is then stored)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.open_connections <= 0:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"{self.open_connections} connection(s) still open")
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived; return them."""

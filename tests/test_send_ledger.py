@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import socket
 import subprocess
 import sys
@@ -191,7 +192,8 @@ def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple
         holder = f"{socket.gethostname()}:{other.pid}:cli"
         with transaction(engine) as session:
             session.add(Lock(name=SENDER_LOCK, holder=holder, acquired_at=utcnow(), heartbeat_at=utcnow()))
-        with pytest.raises(Conflict, match=f"a send is in progress: {holder} has held the sender lock since"):
+        refused = rf"a send is in progress: pid {other.pid} on {re.escape(socket.gethostname())} \({holder}\), since "
+        with pytest.raises(Conflict, match=refused):
             run_send(engine, settings, edition_id, worker="second")
     finally:
         other.kill()
@@ -203,23 +205,27 @@ def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple
         assert session.scalars(select(Lock)).all() == []
 
 
-def test_rows_left_sending_are_uncertain_and_sent_again(
+def test_only_rows_handed_over_before_a_crash_are_uncertain(
     setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
 ) -> None:
     settings, engine = setup
     edition_id, emails = frozen_edition(engine, settings, 8)
-    # A sender died after claiming two rows (one of them had reached the server).
+    # A sender died with three rows claimed: two of them were being handed to the server.
     with transaction(engine) as session:
-        for delivery in session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(2)):
+        rows = session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).order_by(Delivery.id).limit(3))
+        for number, delivery in enumerate(rows):
             delivery.state = DeliveryState.SENDING
             delivery.claimed_by = "deadhost:1:cli"
+            delivery.handed_at = utcnow() if number < 2 else None
 
     report = run_send(engine, settings, edition_id, worker="w")
 
     assert report.uncertain == 2 and report.sent == 8
     assert sorted(report.uncertain_addresses) == sorted(emails[:2])
     rows = ledger(engine, edition_id)
+    # The claimed row that never reached the server is sent without a word.
     assert [rows[e].uncertain for e in emails] == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert rows[emails[2]].last_reply == "250 2.0.0 queued"
     with reading(engine) as session:
         status = delivery_status(session, edition_id)
     assert status["uncertain_total"] == 2

@@ -25,6 +25,7 @@ from bulletin.models import (
     Edition,
     EditionItem,
     NewsItem,
+    Setting,
     utcnow,
 )
 
@@ -115,29 +116,60 @@ def approval_problems(session: Session, settings: Settings, edition: Edition, *,
     return problems
 
 
+def _checked_key(edition_id: int) -> str:
+    return f"approval.checked.{edition_id}"
+
+
+def note_checked(session: Session, edition: Edition) -> None:
+    """Record that the edition, as it is now, renders to its approved hashes (a full check passed)."""
+    session.flush()
+    stamp = edition.updated_at.isoformat()
+    marker = session.get(Setting, _checked_key(edition.id))
+    if marker is None:
+        session.add(Setting(key=_checked_key(edition.id), value=stamp))
+    else:
+        marker.value = stamp
+    session.flush()
+
+
+def touched_since_check(session: Session, edition: Edition) -> bool:
+    """True unless a full check (or the approval's own rendering) saw the edition as it is now.
+
+    An item moved, excluded or included changes ``updated_at``; only such an edition needs its
+    variants rendered again to be compared. Anything else is caught by the quick check.
+    """
+    marker = session.get(Setting, _checked_key(edition.id))
+    return marker is None or marker.value != edition.updated_at.isoformat()
+
+
 def refresh_approval(
-    session: Session, settings: Settings, edition: Edition, *, actor: str = "workflow", full: bool = True
+    session: Session, settings: Settings, edition: Edition, *, actor: str = "workflow", full: bool | None = True
 ) -> list[str]:
     """Void the approval (and return the edition to review) if its content changed; return why.
 
-    Use it in its own transaction before :func:`start_sending` so the void is recorded even
-    though the send is refused.
+    ``full=None`` re-renders only if the edition was touched since it was last fully checked
+    (:func:`touched_since_check`): the sender uses it, so it never renders every variant of an
+    edition nobody changed. Use it in its own transaction before :func:`start_sending` so the
+    void is recorded even though the send is refused.
     """
     if edition.status not in BEFORE_SEND or edition.send_started_at is not None:
         return []
     if not valid_approvals(session, edition.id):
         return []
-    problems = approval_problems(session, settings, edition, full=full)
+    rendering = touched_since_check(session, edition) if full is None else full
+    problems = approval_problems(session, settings, edition, full=rendering)
     if problems:
         void_approvals(session, edition, "; ".join(problems), actor=actor)
+    elif rendering:
+        note_checked(session, edition)
     return problems
 
 
-def check_approval(session: Session, settings: Settings, edition: Edition) -> None:
-    """Re-render and compare with the approval; void it and raise Conflict if anything differs."""
+def check_approval(session: Session, settings: Settings, edition: Edition, *, full: bool = True) -> None:
+    """Compare with the approval (re-rendering unless ``full=False``); void it and raise Conflict if it differs."""
     if not valid_approvals(session, edition.id):
         raise Conflict(f"edition {edition.id} is not approved (bulletin edition approve {edition.id} --by NAME)")
-    problems = refresh_approval(session, settings, edition)
+    problems = refresh_approval(session, settings, edition, full=full)
     if problems:
         raise Conflict(
             f"approval of edition {edition.id} is void because {'; '.join(problems)}: "
@@ -196,6 +228,8 @@ def approve(session: Session, settings: Settings, edition_id: int, approver: str
         transition(session, edition, S.APPROVED, approver, f"approved ({len(approvers)} of {needed})")
     else:
         log.info("edition %s: approval %d of %d by %s", edition.id, len(approvers), needed, approver)
+    # The variants were just rendered to these hashes.
+    note_checked(session, edition)
     return approval
 
 
@@ -242,13 +276,20 @@ def schedule(
     if edition.status in (S.APPROVED, S.SCHEDULED, S.PAUSED):
         check_approval(session, settings, edition)
     reason = "at " + format_local(when, settings.schedule.timezone)
+    was_checked = not touched_since_check(session, edition)
     transition(session, edition, S.SCHEDULED, actor, reason)
     edition.scheduled_at = when
+    if was_checked:
+        note_checked(session, edition)
     return edition
 
 
-def start_sending(session: Session, settings: Settings, edition_id: int, actor: str) -> Edition:
+def start_sending(session: Session, settings: Settings, edition_id: int, actor: str, *, full: bool = True) -> Edition:
     """Move an approved or scheduled edition to ``sending`` after checking its approval.
+
+    The sender passes ``full=False``: the approval is checked against the stored content hashes,
+    the render fingerprint and the planned variants (re-rendering only when news was re-ingested),
+    so the sending process never renders every variant.
 
     A ``sending`` edition (a send interrupted by a crash) is returned as is, so the send resumes.
     """
@@ -262,7 +303,7 @@ def start_sending(session: Session, settings: Settings, edition_id: int, actor: 
         return edition
     if edition.status not in (S.APPROVED, S.SCHEDULED):
         raise Conflict(refusal(edition, S.SENDING))
-    check_approval(session, settings, edition)
+    check_approval(session, settings, edition, full=full)
     transition(session, edition, S.SENDING, actor, "send started")
     edition.send_started_at = utcnow()
     return edition
