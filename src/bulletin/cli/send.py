@@ -257,7 +257,15 @@ def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
     with app.reading() as session:
         counts = delivery_counts(session, edition_id)
     if as_json:
-        payload = {"edition": edition_id, "status": outcome.status.value, "counts": counts, **report.as_dict()}
+        payload = {
+            "edition": edition_id,
+            "status": outcome.status.value,
+            "counts": counts,
+            **report.as_dict(),
+            "check_seconds": round(outcome.check_seconds, 3),
+            "preflight_seconds": round(outcome.preflight_seconds, 3),
+            "freeze_seconds": round(outcome.freeze_seconds, 3),
+        }
         click.echo(json.dumps(payload))
         return
     _print_report(edition_id, outcome.status.value, counts, report)

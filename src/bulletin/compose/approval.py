@@ -17,13 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulletin.compose.render import render_edition, render_fingerprint, render_variants
-from bulletin.compose.variants import plan_variants, stored_variants, variant_key
+from bulletin.compose.variants import plan_variants, variant_key
 from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput
 from bulletin.models import (
     Approval,
     Edition,
     EditionItem,
+    EditionVariant,
     NewsItem,
     Setting,
     utcnow,
@@ -56,9 +57,14 @@ def _hash_problems(
     problems: list[str] = []
     if edition.render_fingerprint != render_fingerprint(settings):
         problems.append("the templates or rendering settings changed")
+    # Only the keys and hashes: the stored HTML of every variant is not loaded to compare them.
     stored = {
-        variant_key(language, interests): row.content_hash
-        for (language, interests), row in stored_variants(session, edition).items()
+        variant_key(language, interests): digest
+        for language, interests, digest in session.execute(
+            select(EditionVariant.language, EditionVariant.interests, EditionVariant.content_hash).where(
+                EditionVariant.edition_id == edition.id
+            )
+        )
     }
     altered = sorted(key for key, digest in approved.items() if key in stored and stored[key] != digest)
     if altered:

@@ -37,9 +37,8 @@ from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from bulletin.app import links
 from bulletin.app.workflow import finish_sending, get_edition
@@ -54,6 +53,7 @@ from bulletin.mta.ledger import (
     INTERRUPTED_REASON,
     NO_NEWS_REASON,
     Claimed,
+    HandoverWriter,
     Outcome,
     SendReport,
     claim_batch,
@@ -106,6 +106,8 @@ log = logging.getLogger(__name__)
 D = DeliveryState
 # How often the driver looks at the journal when nothing happens (progress, stop).
 LOOK_EVERY = 0.25
+# The longest wait for a deferred retry between two looks at the ledger.
+IDLE_LOOK = 900.0
 
 
 @dataclass
@@ -268,9 +270,9 @@ class _Journal:
         self._thread.join()
 
     def _run(self) -> None:
-        connection: Connection | None = None
+        writer: HandoverWriter | None = None
         try:
-            connection = self.engine.connect()
+            writer = HandoverWriter(self.engine, self.edition_id, self.worker)
             while True:
                 with self.changed:
                     while not (self._marks or self._outcomes or self._closing):
@@ -280,7 +282,7 @@ class _Journal:
                     marks, self._marks = self._marks, []
                     outcomes, self._outcomes = self._outcomes, []
                     upto = self._issued
-                halted, counted = self._commit(connection, marks, outcomes)
+                halted, counted = self._commit(writer, marks, outcomes)
                 self.report.merge(counted)
                 settled = counted.sent + counted.failed
                 with self.changed:
@@ -300,25 +302,35 @@ class _Journal:
                 self.stop.set()
                 self.changed.notify_all()
         finally:
-            if connection is not None:
-                with suppress(Exception):
-                    connection.close()
+            if writer is not None:
+                writer.close()
 
-    def _commit(self, connection: Connection, marks: list[Claimed], outcomes: list[Outcome]) -> tuple[bool, SendReport]:
+    def _commit(self, writer: HandoverWriter, marks: list[Claimed], outcomes: list[Outcome]) -> tuple[bool, SendReport]:
         """One transaction: the status, the marks (unless halted) and the outcomes; retried if the database is busy."""
+        counted = SendReport()
         for attempt in range(5):
             try:
-                with Session(bind=connection) as session, session.begin():
-                    now = self.clock.now()
+                now = self.clock.now()
+                if all(o.kind == "sent" for o in outcomes):
+                    halted = writer.commit(marks, outcomes, now)
+                    counted.sent = len(outcomes)
+                    return halted, counted
+                with transaction(self.engine) as session:
                     halted = is_halted(session, self.edition_id)
                     if not halted:
                         mark_handed(session, marks, self.worker, now)
-                    # A copy of the report: counted only once the commit holds.
+                    # A fresh report: counted only once the commit holds.
                     counted = SendReport()
                     write_outcomes(session, self.settings, outcomes, self.worker, counted, now)
                 return halted, counted
             except OperationalError:
                 if attempt == 4:
+                    raise
+                log.warning("the ledger is busy; writing again", exc_info=True)
+                self.clock.sleep(0.05 * (attempt + 1))
+            except Exception as exc:
+                # A driver's own "database is locked" (raw connection) is retried the same way.
+                if attempt == 4 or "locked" not in str(exc):
                     raise
                 log.warning("the ledger is busy; writing again", exc_info=True)
                 self.clock.sleep(0.05 * (attempt + 1))
@@ -598,6 +610,7 @@ def run_send(
             if limiter is None:
                 own_limiter.close()
         report.elapsed = clock.monotonic() - started
+        report.commits += journal.commits
         if interrupted:
             raise SendInterrupted(edition_id, report)
         if journal.failure is not None:
@@ -664,7 +677,8 @@ def _drive(
             next_due = _next_due(engine, edition_id)
             if next_due is None:
                 return
-            clock.wait(idle, min(max((next_due - clock.now()).total_seconds(), 0.0), 5.0))
+            # Long enough for an hourly retry in a few looks, short enough to notice a cancelled edition.
+            clock.wait(idle, min(max((next_due - clock.now()).total_seconds(), 0.0), IDLE_LOOK))
             exhausted = False
             continue
         with journal.changed:
@@ -712,6 +726,10 @@ class SendOutcome:
     # Rows added by freezing the list now (0 when resuming), and subscribers left out per variant key.
     added: int = 0
     without_variant: dict[str, int] = field(default_factory=dict)
+    # Seconds the approval check, the pre-flight and freezing took before sending began.
+    check_seconds: float = 0.0
+    preflight_seconds: float = 0.0
+    freeze_seconds: float = 0.0
 
 
 def send_edition(
@@ -743,6 +761,7 @@ def send_edition(
     """
     held = lock() if lock is not None else sending_as(engine, worker)
     with held:
+        began = clock.monotonic()
         with transaction(engine) as session:
             edition = get_edition(session, edition_id)
             # Re-rendered only if someone touched the edition since its last full check.
@@ -754,16 +773,25 @@ def send_edition(
             # Refused with the workflow's own line, before anything is contacted.
             with transaction(engine) as session:
                 start_sending(session, settings, edition_id, actor, full=False)
+        checked = clock.monotonic()
         if preflight_checked:
             signer = mail.DkimSigner.from_settings(settings)
         else:
             signer = preflight(settings, transport_factory)
+        flown = clock.monotonic()
         with transaction(engine) as session:
             edition = start_sending(session, settings, edition_id, actor, full=False)
             added = freeze_recipients(session, settings, edition, clock=clock)
             summary = freeze_summary(session, edition_id) or {}
         outcome = SendOutcome(
-            edition_id, True, EditionStatus.SENDING, added=added, without_variant=dict(summary.get("unmatched") or {})
+            edition_id,
+            True,
+            EditionStatus.SENDING,
+            added=added,
+            without_variant=dict(summary.get("unmatched") or {}),
+            check_seconds=checked - began,
+            preflight_seconds=flown - checked,
+            freeze_seconds=clock.monotonic() - flown,
         )
         if on_frozen is not None:
             on_frozen(outcome)
