@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from bulletin.compose import placeholders
+from bulletin.compose.approval import note_checked
 from bulletin.compose.checks import content_hash
 from bulletin.compose.render import render_fingerprint
 from bulletin.compose.variants import variant_key
@@ -187,6 +188,8 @@ def make_edition(
                 )
             )
         session.add(Approval(edition_id=edition.id, approver="tester", at=now, variant_hashes=hashes))
+        # Approved as stored, as approve() records it: a send compares hashes without rendering again.
+        note_checked(session, edition)
         return edition.id
 
 

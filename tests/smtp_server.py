@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -42,6 +43,7 @@ class Faults:
     ``drop_mid_data`` cuts the connection in the middle of the next N message bodies (nothing is kept).
     ``stall_seconds`` makes the server sleep before answering DATA (the next ``stall_count`` DATA
     commands, or every one while ``stall_count`` is 0).
+    ``on_message`` runs after a message is stored and before the client gets its 250.
     """
 
     rcpt_replies: dict[str, str] = field(default_factory=dict)
@@ -52,6 +54,8 @@ class Faults:
     drop_mid_data: int = 0
     stall_seconds: float = 0.0
     stall_count: int = 0
+    # Called with the number of messages accepted so far, after storing one and before its 250.
+    on_message: Callable[[int], None] | None = None
 
 
 class _Handler:
@@ -124,6 +128,9 @@ class _Handler:
                     received_at=time.monotonic(),
                 )
             )
+            accepted = len(self.server.messages)
+        if faults.on_message is not None:
+            faults.on_message(accepted)
         return "250 2.0.0 queued"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from bulletin.app import workflow
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict
@@ -276,3 +277,35 @@ def test_unreachable_server_stops_the_send_and_leaves_rows_untouched(
     rows = ledger(engine, edition_id)
     assert {row.state for row in rows.values()} == {DeliveryState.PENDING}
     assert {row.attempts for row in rows.values()} == {0}
+
+
+def test_pause_during_a_send_shorter_than_one_batch_stops_within_one_message_per_connection(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup
+    settings = dataclasses.replace(settings, delivery=dataclasses.replace(settings.delivery, batch_size=500))
+    connections = settings.smtp.connections
+    edition_id, _ = frozen_edition(engine, settings, 60)
+    paused_at: list[int] = []
+
+    def pause_at_the_fifth(accepted: int) -> None:
+        # `edition pause`, committed while the server holds the 250 of the fifth message.
+        if accepted == 5 and not paused_at:
+            with transaction(engine) as session:
+                workflow.pause(session, edition_id, "ana", "a typo in the subject")
+            paused_at.append(accepted)
+
+    smtp_server.faults.on_message = pause_at_the_fifth
+    report = run_send(engine, settings, edition_id, worker="w")
+
+    assert paused_at == [5]
+    assert report.halted
+    received = smtp_server.recipients()
+    # Each connection may finish the message in hand and at most one more.
+    assert 5 <= len(received) <= 5 + 2 * connections - 1, len(received)
+    with reading(engine) as session:
+        counts = delivery_counts(session, edition_id)
+    assert counts["sent"] == report.sent == len(received)
+    assert counts["sending"] == 0 and counts["pending"] == 60 - len(received)
+    # Stopped cleanly: nothing is uncertain.
+    assert not any(row.uncertain for row in ledger(engine, edition_id).values())

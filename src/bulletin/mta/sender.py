@@ -226,7 +226,10 @@ class _Journal:
         self.report = report
         self.stop = stop
         self.clock = clock
-        self.changed = threading.Condition()
+        # One lock, two conditions: submitters wake only the writer, a commit wakes the waiters.
+        guard = threading.Lock()
+        self.changed = threading.Condition(guard)
+        self._work = threading.Condition(guard)
         self._marks: list[Claimed] = []
         self._outcomes: list[Outcome] = []
         self._issued = 0
@@ -242,17 +245,17 @@ class _Journal:
         self._thread.start()
 
     def mark(self, item: Claimed) -> int:
-        with self.changed:
+        with self._work:
             self._marks.append(item)
             self._issued += 1
-            self.changed.notify_all()
+            self._work.notify()
             return self._issued
 
     def record(self, outcome: Outcome) -> int:
-        with self.changed:
+        with self._work:
             self._outcomes.append(outcome)
             self._issued += 1
-            self.changed.notify_all()
+            self._work.notify()
             return self._issued
 
     def wait(self, ticket: int) -> bool:
@@ -264,9 +267,9 @@ class _Journal:
 
     def close(self) -> None:
         """Commit what is waiting and stop the writer."""
-        with self.changed:
+        with self._work:
             self._closing = True
-            self.changed.notify_all()
+            self._work.notify()
         self._thread.join()
 
     def _run(self) -> None:
@@ -274,9 +277,9 @@ class _Journal:
         try:
             writer = HandoverWriter(self.engine, self.edition_id, self.worker)
             while True:
-                with self.changed:
+                with self._work:
                     while not (self._marks or self._outcomes or self._closing):
-                        self.changed.wait()
+                        self._work.wait()
                     if not (self._marks or self._outcomes):
                         return
                     marks, self._marks = self._marks, []
@@ -698,16 +701,19 @@ def preflight(settings: Settings, transport_factory: TransportFactory = SmtpTran
     try:
         signer = mail.DkimSigner.from_settings(settings)
     except BulletinError as exc:
-        raise PreflightError(f"DKIM: {exc}") from None
+        # One line, whatever the signing library said.
+        where = f" (dkim.key_path = {settings.dkim.key_path})" if settings.dkim.key_path else ""
+        raise PreflightError(f"DKIM: {' '.join(str(exc).split())}{where}") from None
     transport = transport_factory(settings)
     opener = getattr(transport, "open", None)
     try:
         if opener is not None:
             opener()
     except SmtpConfigError as exc:
-        raise PreflightError(f"SMTP: {exc}") from None
+        raise PreflightError(f"SMTP: {' '.join(str(exc).split())}") from None
     except SmtpFailure as failure:
-        raise PreflightError(f"SMTP server {settings.smtp.host}:{settings.smtp.port}: {failure.reply}") from None
+        reply = " ".join(failure.reply.split())
+        raise PreflightError(f"SMTP server {settings.smtp.host}:{settings.smtp.port}: {reply}") from None
     finally:
         with suppress(Exception):
             transport.close()
