@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
 from bulletin.cli import cli
+from bulletin.compose.approval import note_checked
 from bulletin.db import reading, transaction
 from bulletin.models import Delivery, Edition, EditionStatus, utcnow
 from bulletin.runners.scheduler import tick
@@ -102,6 +103,8 @@ def test_the_scheduler_leaves_a_due_edition_scheduled_when_the_preflight_fails(t
         edition = session.get(Edition, edition_id)
         assert edition is not None
         edition.scheduled_at = utcnow() - timedelta(minutes=1)
+        # As schedule() leaves it: checked, untouched since.
+        note_checked(session, edition)
 
     report = tick(engine, settings, worker="scheduler-test")
 

@@ -152,7 +152,8 @@ def tick(
             with transaction(engine) as session:
                 edition = workflow.get_edition(session, edition_id)
                 touched = edition.updated_at
-                full = checked is None or checked.get(edition_id) != touched
+                # Without a cache of its own, the edition's record of its last full check decides.
+                full = None if checked is None else checked.get(edition_id) != touched
                 problems = refresh_approval(session, settings, edition, actor="scheduler", full=full)
         except BulletinError as exc:
             log.error("edition %s: could not check its approval: %s", edition_id, exc)
