@@ -282,8 +282,9 @@ def _print_report(edition_id: int, status: str, counts: dict[str, int], report: 
         shown = ", ".join(report.uncertain_addresses[:20])
         more = report.uncertain - min(len(report.uncertain_addresses), 20)
         click.echo(
-            f"{report.uncertain} delivery(ies) were interrupted mid-send by an earlier crash and were sent again "
-            f"(they may have arrived twice): {shown}" + (f" and {more} more" if more > 0 else "")
+            f"{report.uncertain} delivery(ies) were being handed to the server when an earlier run stopped, "
+            f"with no answer recorded, and were sent again (they may have arrived twice): {shown}"
+            + (f" and {more} more" if more > 0 else "")
         )
     if report.bounced:
         click.echo(f"{report.bounced} subscriber(s) marked bounced after repeated permanent failures.")
@@ -333,7 +334,10 @@ def status_command(app: App, edition_id: int, as_json: bool, error_count: int, l
     for key, count in sorted(status["without_variant"].items()):
         click.echo(f"Left out (no rendered variant {key}): {count}")
     if status["uncertain_total"]:
-        click.echo(f"Uncertain (interrupted mid-send, sent again; may have arrived twice): {status['uncertain_total']}")
+        click.echo(
+            f"Uncertain (handed over when a sender stopped, no answer recorded; sent again, may have arrived twice): "
+            f"{status['uncertain_total']}"
+        )
         for row in status["uncertain"]:
             click.echo(f"  {row['email']} ({row['state']}, {row['times']}x)")
     if status["last_errors"]:
