@@ -57,6 +57,7 @@ def wait_for_messages(server: RecordingSMTPServer, count: int, process: subproce
         time.sleep(0.002)
 
 
+@pytest.mark.slow
 def test_each_sigkill_costs_at_most_two_duplicates_per_connection_all_reported(
     tmp_path: Path, smtp_server: RecordingSMTPServer
 ) -> None:
@@ -147,6 +148,7 @@ def test_each_sigkill_costs_at_most_two_duplicates_per_connection_all_reported(
 BULLETIN = (sys.executable, "-m", "bulletin")
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_three_workers_one_killed_lose_nothing_and_report_only_what_was_in_flight(
     tmp_path: Path, smtp_server: RecordingSMTPServer, postgres_url: str
