@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -550,70 +549,6 @@ def mark_handed(session: Session, claims: list[Claimed], worker: str, now: datet
         .values(handed_at=now, message_id=bindparam("b_message_id")),
         [{"b_id": c.delivery_id, "b_message_id": c.message_id} for c in claims],
     )
-
-
-class HandoverWriter:
-    """The hot path of the sender's journal: marks and ``sent`` answers in one short raw transaction.
-
-    At thousands of messages a second, a commit happens every couple of messages; statements
-    built and run through the ORM would cost more than the commit itself. This writer keeps one
-    DBAPI connection and three prepared statements (the edition's status, the marks, the answers).
-    Anything else (deferrals, failures, bounces, released rows) goes through :func:`write_outcomes`.
-    """
-
-    def __init__(self, engine: Engine, edition_id: int, worker: str) -> None:
-        self.edition_id = edition_id
-        self.worker = worker
-        self.sqlite = is_sqlite(engine)
-        self.raw = engine.raw_connection()
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._stamp = UTCDateTime().bind_processor(engine.dialect)
-        self._status_sql = f"SELECT status FROM editions WHERE id = {mark}"
-        self._mark_sql = (
-            f"UPDATE deliveries SET handed_at = {mark}, message_id = {mark} "
-            f"WHERE id = {mark} AND state = 'sending' AND claimed_by = {mark}"
-        )
-        self._sent_sql = (
-            f"UPDATE deliveries SET state = 'sent', attempts = attempts + 1, last_reply = {mark}, "
-            f"sent_at = {mark}, updated_at = {mark}, claimed_by = NULL, next_attempt_at = NULL "
-            f"WHERE id = {mark} AND state = 'sending' AND claimed_by = {mark}"
-        )
-        self._halted_values = {status.value for status in HALTED}
-
-    def commit(self, marks: list[Claimed], sent: list[Outcome], now: datetime) -> bool:
-        """Read the status, write the marks (unless halted) and the answers, commit; return halted."""
-        when: Any = self._stamp(now) if self._stamp else now
-        cursor = self.raw.cursor()
-        try:
-            if self.sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            cursor.execute(self._status_sql, (self.edition_id,))
-            row = cursor.fetchone()
-            halted = row is not None and row[0] in self._halted_values
-            if marks and not halted:
-                cursor.executemany(self._mark_sql, [(when, c.message_id, c.delivery_id, self.worker) for c in marks])
-            if sent:
-                cursor.executemany(
-                    self._sent_sql, [(o.reply[:1000], when, when, o.delivery_id, self.worker) for o in sent]
-                )
-            if self.sqlite:
-                cursor.execute("COMMIT")
-            else:
-                self.raw.commit()
-            return halted
-        except BaseException:
-            with suppress(Exception):
-                if self.sqlite:
-                    cursor.execute("ROLLBACK")
-                else:
-                    self.raw.rollback()
-            raise
-        finally:
-            cursor.close()
-
-    def close(self) -> None:
-        with suppress(Exception):
-            self.raw.close()
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import OperationalError
 
 from bulletin.app import links
 from bulletin.app.workflow import finish_sending, get_edition
@@ -49,11 +48,11 @@ from bulletin.errors import BulletinError, Conflict, NotFound
 from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant
 from bulletin.mta import mail
 from bulletin.mta.clock import SYSTEM_CLOCK, Clock
+from bulletin.mta.journal import Journal
 from bulletin.mta.ledger import (
     INTERRUPTED_REASON,
     NO_NEWS_REASON,
     Claimed,
-    HandoverWriter,
     Outcome,
     SendReport,
     claim_batch,
@@ -61,15 +60,12 @@ from bulletin.mta.ledger import (
     delivery_status,
     freeze_recipients,
     freeze_summary,
-    is_halted,
     iter_recipients,
-    mark_handed,
     recipients_by_variant,
     recover_interrupted,
     retry_delay,
     sending_editions,
     unsettled,
-    write_outcomes,
 )
 from bulletin.mta.locks import SENDER_LOCK, holder_name, live_workers, sending_as, worker_alive
 from bulletin.mta.ratelimit import Limiter, Permit, limiter_for
@@ -198,149 +194,6 @@ def envelope_sender(settings: Settings, item: Claimed) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The journal: one writer committing marks and answers back to back
-
-
-class _Journal:
-    """Commits ``handed_at`` marks and the server's answers as they come, in group commits.
-
-    Callers get a ticket for what they submit; :meth:`wait` returns once that ticket is
-    durable. Each commit also reads the edition's status: once it is halted, marks are refused
-    (waiters get False) and ``stop`` is set.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        edition_id: int,
-        worker: str,
-        report: SendReport,
-        stop: threading.Event,
-        clock: Clock,
-    ) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.edition_id = edition_id
-        self.worker = worker
-        self.report = report
-        self.stop = stop
-        self.clock = clock
-        # One lock, two conditions: submitters wake only the writer, a commit wakes the waiters.
-        guard = threading.Lock()
-        self.changed = threading.Condition(guard)
-        self._work = threading.Condition(guard)
-        self._marks: list[Claimed] = []
-        self._outcomes: list[Outcome] = []
-        self._issued = 0
-        self._durable = 0
-        self._closing = False
-        self.halted = False
-        self.failure: BaseException | None = None
-        # Outcomes committed (released ones included), and those that settle a row (sent, failed).
-        self.resolved = 0
-        self.settled = 0
-        self.commits = 0
-        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
-        self._thread.start()
-
-    def mark(self, item: Claimed) -> int:
-        with self._work:
-            self._marks.append(item)
-            self._issued += 1
-            self._work.notify()
-            return self._issued
-
-    def record(self, outcome: Outcome) -> int:
-        with self._work:
-            self._outcomes.append(outcome)
-            self._issued += 1
-            self._work.notify()
-            return self._issued
-
-    def wait(self, ticket: int) -> bool:
-        """Wait until ``ticket`` is durable; False if marks are refused (halted) or writing failed."""
-        with self.changed:
-            while self._durable < ticket and self.failure is None:
-                self.changed.wait()
-            return self.failure is None and not self.halted
-
-    def close(self) -> None:
-        """Commit what is waiting and stop the writer."""
-        with self._work:
-            self._closing = True
-            self._work.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        writer: HandoverWriter | None = None
-        try:
-            writer = HandoverWriter(self.engine, self.edition_id, self.worker)
-            while True:
-                with self._work:
-                    while not (self._marks or self._outcomes or self._closing):
-                        self._work.wait()
-                    if not (self._marks or self._outcomes):
-                        return
-                    marks, self._marks = self._marks, []
-                    outcomes, self._outcomes = self._outcomes, []
-                    upto = self._issued
-                halted, counted = self._commit(writer, marks, outcomes)
-                self.report.merge(counted)
-                settled = counted.sent + counted.failed
-                with self.changed:
-                    self._durable = upto
-                    self.commits += 1
-                    self.resolved += len(outcomes)
-                    self.settled += settled
-                    if halted and not self.halted:
-                        self.halted = True
-                        self.report.halted = True
-                        self.stop.set()
-                    self.changed.notify_all()
-        except BaseException as exc:  # the rows stay claimed: the next run sorts them out by the ledger's rule
-            log.exception("the sender could not write to the ledger")
-            with self.changed:
-                self.failure = exc
-                self.stop.set()
-                self.changed.notify_all()
-        finally:
-            if writer is not None:
-                writer.close()
-
-    def _commit(self, writer: HandoverWriter, marks: list[Claimed], outcomes: list[Outcome]) -> tuple[bool, SendReport]:
-        """One transaction: the status, the marks (unless halted) and the outcomes; retried if the database is busy."""
-        counted = SendReport()
-        for attempt in range(5):
-            try:
-                now = self.clock.now()
-                if all(o.kind == "sent" for o in outcomes):
-                    halted = writer.commit(marks, outcomes, now)
-                    counted.sent = len(outcomes)
-                    return halted, counted
-                with transaction(self.engine) as session:
-                    halted = is_halted(session, self.edition_id)
-                    if not halted:
-                        mark_handed(session, marks, self.worker, now)
-                    # A fresh report: counted only once the commit holds.
-                    counted = SendReport()
-                    write_outcomes(session, self.settings, outcomes, self.worker, counted, now)
-                return halted, counted
-            except OperationalError:
-                if attempt == 4:
-                    raise
-                log.warning("the ledger is busy; writing again", exc_info=True)
-                self.clock.sleep(0.05 * (attempt + 1))
-            except Exception as exc:
-                # A driver's own "database is locked" (raw connection) is retried the same way.
-                if attempt == 4 or "locked" not in str(exc):
-                    raise
-                log.warning("the ledger is busy; writing again", exc_info=True)
-                self.clock.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-
-# ---------------------------------------------------------------------------
 # The connections
 
 
@@ -367,7 +220,7 @@ class _Connections:
         templates: _Templates,
         limiter: Limiter,
         transport_factory: TransportFactory,
-        journal: _Journal,
+        journal: Journal,
         stop: threading.Event,
     ) -> None:
         self.settings = settings
@@ -594,7 +447,7 @@ def run_send(
         _note_recovered(report, _recover(engine, edition_id, worker, clock))
         templates = _Templates(engine, settings, edition_id, signer or mail.DkimSigner.from_settings(settings))
         stop = threading.Event()
-        journal = _Journal(engine, settings, edition_id, worker, report, stop, clock)
+        journal = Journal(engine, settings, edition_id, worker, report, stop, clock)
         # On PostgreSQL the limit is shared with every other worker through the database.
         own_limiter = limiter or limiter_for(engine, settings, worker, holder_alive=worker_alive, clock=clock)
         connections = _Connections(settings, templates, own_limiter, transport_factory, journal, stop)
@@ -629,7 +482,7 @@ def _drive(
     edition_id: int,
     worker: str,
     connections: _Connections,
-    journal: _Journal,
+    journal: Journal,
     report: SendReport,
     progress: Callable[[Progress], None] | None,
     wait_for_retries: bool,
