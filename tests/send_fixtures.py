@@ -6,13 +6,16 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from bulletin.compose import placeholders
+from bulletin.compose.approval import note_checked
 from bulletin.compose.checks import content_hash
 from bulletin.compose.render import render_fingerprint
 from bulletin.compose.variants import variant_key
@@ -200,7 +203,42 @@ def make_edition(
                 )
             )
         session.add(Approval(edition_id=edition.id, approver="tester", at=now, variant_hashes=hashes))
+        # Approved as stored, as approve() records it: a send compares hashes without rendering again.
+        note_checked(session, edition)
         return edition.id
+
+
+class FakeClock:
+    """The sender's clock seam (bulletin.mta.clock.Clock) for tests: time moves only when someone waits.
+
+    ``sleep`` and ``wait`` move time forward at once instead of waiting, so a retry due in five
+    minutes is due after one call, and a rate limit is kept without the test taking any time.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start or datetime.now(UTC)
+        self._elapsed = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._start + timedelta(seconds=self._elapsed)
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return 1000.0 + self._elapsed
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._elapsed += max(seconds, 0.0)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if not event.is_set():
+            self.advance(seconds)
+        return event.is_set()
 
 
 BULLETIN = (sys.executable, "-m", "bulletin")

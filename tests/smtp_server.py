@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -42,6 +43,7 @@ class Faults:
     ``drop_mid_data`` cuts the connection in the middle of the next N message bodies (nothing is kept).
     ``stall_seconds`` makes the server sleep before answering DATA (the next ``stall_count`` DATA
     commands, or every one while ``stall_count`` is 0).
+    ``on_message`` runs after a message is stored and before the client gets its 250.
     """
 
     rcpt_replies: dict[str, str] = field(default_factory=dict)
@@ -52,6 +54,8 @@ class Faults:
     drop_mid_data: int = 0
     stall_seconds: float = 0.0
     stall_count: int = 0
+    # Called with the number of messages accepted so far, after storing one and before its 250.
+    on_message: Callable[[int], None] | None = None
 
 
 class _Handler:
@@ -125,6 +129,9 @@ class _Handler:
                 )
             )
             self.server.lock.notify_all()
+            accepted = len(self.server.messages)
+        if faults.on_message is not None:
+            faults.on_message(accepted)
         return "250 2.0.0 queued"
 
 
@@ -140,6 +147,7 @@ class _FaultySMTP(SMTP):
         server = self._recording_server
         with server.lock:
             server.disconnections += 1
+            server.open_connections -= 1
             server.lock.notify_all()
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -167,6 +175,7 @@ class _Controller(Controller):
     def factory(self) -> SMTP:
         with self._recording_server.lock:
             self._recording_server.connections += 1
+            self._recording_server.open_connections += 1
         return _FaultySMTP(self._recording_server, self.handler, **self.SMTP_kwargs)
 
 
@@ -181,7 +190,7 @@ class RecordingSMTPServer:
     """Runs aiosmtpd in a thread on 127.0.0.1; ``messages`` holds what it accepted.
 
     ``refusals`` lists (address, reply) of every refusal it gave; ``connections`` counts the
-    connections clients opened. It offers PIPELINING unless ``pipelining=False``.
+    connections clients opened, ``open_connections`` those still open. It offers PIPELINING unless ``pipelining=False``.
     """
 
     def __init__(self, port: int | None = None, *, pipelining: bool = True, **controller_options: Any) -> None:
@@ -196,6 +205,7 @@ class RecordingSMTPServer:
         self.data_commands = 0
         self.connections = 0
         self.disconnections = 0
+        self.open_connections = 0
         options: dict[str, Any] = {"decode_data": False, "enable_SMTPUTF8": True}
         options.update(controller_options)
         self._controller = _Controller(self, _Handler(self), hostname=self.host, port=self.port, **options)
@@ -210,6 +220,16 @@ class RecordingSMTPServer:
         """Every recipient of every accepted message, in order (duplicates kept)."""
         with self.lock:
             return [rcpt for message in self.messages for rcpt in message.recipients]
+
+    def wait_until_idle(self, timeout: float = 10.0) -> None:
+        """Wait until every client connection is closed (whatever a killed client sent is then stored)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.open_connections <= 0:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"{self.open_connections} connection(s) still open")
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived; return them."""

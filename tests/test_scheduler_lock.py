@@ -16,6 +16,8 @@ from bulletin.cli import cli
 from bulletin.config import Settings
 from bulletin.db import transaction
 from bulletin.models import Lock, utcnow
+from bulletin.mta import locks
+from bulletin.mta.locks import SENDER_LOCK
 from bulletin.runners.scheduler import (
     LOCK_NAME,
     BulletinScheduler,
@@ -124,3 +126,35 @@ def test_scheduler_status_names_the_holder_and_the_editions_waiting(tmp_path: Pa
     assert lines[1] == "Periodic edition: '0 8 * * 1' (America/Toronto)"
     assert lines[2] == f"  edition {edition_id}: scheduled, {year}-12-01 09:00 EST"
     engine.dispose()
+
+
+@pytest.mark.parametrize("name", [LOCK_NAME, SENDER_LOCK])
+def test_one_rule_for_every_lock_a_reused_pid_is_not_the_holder(engine: Engine, name: str) -> None:
+    # A live process that started after the lock was taken only reused the holder's pid.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = f"{socket.gethostname()}:{other.pid}:old"
+        taken = utcnow() - timedelta(hours=1)
+        with transaction(engine) as session:
+            session.add(Lock(name=name, holder=holder, acquired_at=taken, heartbeat_at=utcnow()))
+        assert locks.acquire(engine, name, make_holder(), refusal="held") == holder
+        # The same process, holding a lock it took after it started, is alive: refused with who it is.
+        with transaction(engine) as session:
+            lock = session.get(Lock, name)
+            assert lock is not None
+            lock.holder, lock.acquired_at, lock.heartbeat_at = holder, utcnow(), utcnow()
+        with pytest.raises(LockHeld, match=rf"^held: pid {other.pid} on "):
+            locks.acquire(engine, name, make_holder(), refusal="held")
+    finally:
+        other.kill()
+        other.wait()
+    # A zombie or vanished process is not alive either.
+    assert locks.acquire(engine, name, make_holder(), refusal="held") == holder
+
+
+def test_the_sender_and_the_scheduler_share_the_lock_module(engine: Engine) -> None:
+    with locks.sending_as(engine, "host:1:cli"), locks.sending_as(engine, "host:1:cli"):
+        # Re-entrant within a process, one row.
+        current = locks.current_holder(engine, SENDER_LOCK)
+        assert current is not None and current.holder == "host:1:cli"
+    assert locks.current_holder(engine, SENDER_LOCK) is None

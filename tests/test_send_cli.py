@@ -120,7 +120,9 @@ def test_second_send_on_sqlite_is_refused_while_one_runs(world: tuple[Path, Engi
             session.add(Lock(name="sender", holder=holder, acquired_at=utcnow(), heartbeat_at=utcnow()))
         code, _, err = run(config, "edition", "send", str(edition_id))
         assert code == 1
-        assert err.startswith(f"Error: a send is in progress: {holder} has held the sender lock since")
+        assert err.startswith(
+            f"Error: a send is in progress: pid {other.pid} on {socket.gethostname()} ({holder}), since"
+        )
         with reading(engine) as session:
             assert session.scalars(select(Delivery)).all() == []
     finally:

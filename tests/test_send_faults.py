@@ -14,7 +14,7 @@ from bulletin.models import DeliveryState
 from bulletin.mta.sender import delivery_status, retry_delay, retry_due, run_send, unsettled
 
 from .factories import smtp_server_both_ways  # noqa: F401  (the smtp_server fixture of this module)
-from .send_fixtures import freeze, ledger, sending_world
+from .send_fixtures import FakeClock, freeze, ledger, sending_world
 from .smtp_server import RecordingSMTPServer
 
 
@@ -37,7 +37,7 @@ def test_temporary_refusal_at_rcpt_is_deferred_then_delivered(
     target = emails[4]
     smtp_server.faults.rcpt_replies_once[target] = [reply, reply]
 
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
 
     assert report.sent == 12 and report.failed == 0 and report.deferred == 2
     assert sorted(smtp_server.recipients()) == sorted(emails)
@@ -51,7 +51,7 @@ def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: Rec
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
     smtp_server.faults.rcpt_replies[emails[3]] = "550 5.1.1 <unknown>: Recipient address rejected"
 
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
 
     assert report.sent == 11 and report.failed == 1 and report.deferred == 0
     assert sorted(smtp_server.recipients()) == sorted(e for e in emails if e != emails[3])
@@ -67,7 +67,7 @@ def test_recipient_refused_with_550_fails_alone(tmp_path: Path, smtp_server: Rec
 def test_451_after_data_is_retried(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
     smtp_server.faults.data_replies_for[emails[0]] = ["451 4.3.0 temporary local problem"]
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
     assert report.sent == 12 and report.deferred == 1
     assert sorted(smtp_server.recipients()) == sorted(emails)
 
@@ -78,7 +78,7 @@ def test_connection_dropped_mid_data_is_retried_on_a_new_connection(
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=20)
     smtp_server.faults.drop_mid_data = 3
 
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
 
     assert report.sent == 20 and report.deferred == 3 and report.failed == 0
     # Cut bodies were not kept: everyone got exactly one copy.
@@ -92,7 +92,7 @@ def test_connection_dropped_after_data_may_duplicate_but_never_loses(
 ) -> None:
     settings, engine, edition_id, emails = prepare(tmp_path, smtp_server)
     smtp_server.faults.drop_on_data = 2
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
     assert report.sent == 12 and report.deferred == 1
     assert set(smtp_server.recipients()) == set(emails)
 
@@ -102,7 +102,7 @@ def test_stalled_server_times_out_and_the_message_is_retried(tmp_path: Path, smt
     smtp_server.faults.stall_seconds = 1.0
     smtp_server.faults.stall_count = 1
 
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
 
     assert report.sent == 6 and report.deferred == 1
     assert any("timed out during DATA" in error for error in report.errors)
@@ -112,37 +112,47 @@ def test_stalled_server_times_out_and_the_message_is_retried(tmp_path: Path, smt
 
 
 def test_retries_back_off_exponentially_and_give_up(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    # Real-life waits (5 minutes doubling up to an hour, give up after a day), on the fake clock.
     settings, engine, edition_id, emails = prepare(
         tmp_path,
         smtp_server,
         count=3,
-        delivery={"retry_first": 0.05, "retry_max": 0.2, "give_up_after": 0.5},
+        delivery={"retry_first": 300.0, "retry_max": 3600.0, "give_up_after": 86400.0},
     )
     smtp_server.faults.rcpt_replies[emails[1]] = "452 4.2.2 mailbox full"
-    assert [retry_delay(settings, n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert [retry_delay(settings, n) for n in range(1, 7)] == [300, 600, 1200, 2400, 3600, 3600]
+    clock = FakeClock()
+    began = clock.now()
 
-    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True)
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=clock)
 
     row = ledger(engine, edition_id)[emails[1]]
-    # Waits of 0.05 + 0.1 + 0.2 = 0.35 s; one more would pass 0.5 s, so the 4th attempt is the last.
-    assert row.state is DeliveryState.FAILED and row.attempts == 4
-    assert row.last_reply == "gave up after 4 attempts: 452 4.2.2 mailbox full"
-    assert report.sent == 2 and report.failed == 1 and report.deferred == 3
-    assert len(smtp_server.refusals) == 4
+    # Waits of 300 + 600 + 1200 + 2400 + 3600 x 22 = 83,700 s; one more would pass a day: 27 attempts.
+    assert row.state is DeliveryState.FAILED and row.attempts == 27
+    assert row.last_reply == "gave up after 27 attempts: 452 4.2.2 mailbox full"
+    assert report.sent == 2 and report.failed == 1 and report.deferred == 26
+    assert len(smtp_server.refusals) == 27
+    # The sender waited on its clock for every retry to come due, and no longer.
+    waited = (clock.now() - began).total_seconds()
+    assert 83_700 <= waited < 83_700 + 27 * 6
 
 
 def test_without_waiting_deferred_rows_are_left_for_later(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
-    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=4, delivery={"retry_first": 0.3})
+    settings, engine, edition_id, emails = prepare(
+        tmp_path, smtp_server, count=4, delivery={"retry_first": 300.0, "retry_max": 3600.0, "give_up_after": 86400.0}
+    )
     smtp_server.faults.rcpt_replies_once[emails[0]] = ["451 4.7.1 greylisted"]
+    clock = FakeClock()
 
-    first = run_send(engine, settings, edition_id, worker="w")
+    first = run_send(engine, settings, edition_id, worker="w", clock=clock)
     assert first.sent == 3 and first.deferred == 1 and first.next_retry_at is not None
+    # Due retry_first seconds after the refusal, on the sender's clock.
+    assert abs((first.next_retry_at - clock.now()).total_seconds() - 300) < 1
     assert unsettled(engine, edition_id) == 1
-    # Not yet due: nothing happens.
-    assert retry_due(engine, settings).attempted == 0
-    import time
-
-    time.sleep(0.35)
-    later = retry_due(engine, settings)
+    # Not yet due: nothing happens, however often the scheduler looks.
+    clock.advance(299)
+    assert retry_due(engine, settings, clock=clock).attempted == 0
+    clock.advance(2)
+    later = retry_due(engine, settings, clock=clock)
     assert later.sent == 1
     assert unsettled(engine, edition_id) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from bulletin.app import workflow
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict
@@ -191,7 +193,8 @@ def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple
         holder = f"{socket.gethostname()}:{other.pid}:cli"
         with transaction(engine) as session:
             session.add(Lock(name=SENDER_LOCK, holder=holder, acquired_at=utcnow(), heartbeat_at=utcnow()))
-        with pytest.raises(Conflict, match=f"a send is in progress: {holder} has held the sender lock since"):
+        refused = rf"a send is in progress: pid {other.pid} on {re.escape(socket.gethostname())} \({holder}\), since "
+        with pytest.raises(Conflict, match=refused):
             run_send(engine, settings, edition_id, worker="second")
     finally:
         other.kill()
@@ -203,23 +206,27 @@ def test_second_sender_on_sqlite_is_refused_with_who_holds_the_lock(setup: tuple
         assert session.scalars(select(Lock)).all() == []
 
 
-def test_rows_left_sending_are_uncertain_and_sent_again(
+def test_only_rows_handed_over_before_a_crash_are_uncertain(
     setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
 ) -> None:
     settings, engine = setup
     edition_id, emails = frozen_edition(engine, settings, 8)
-    # A sender died after claiming two rows (one of them had reached the server).
+    # A sender died with three rows claimed: two of them were being handed to the server.
     with transaction(engine) as session:
-        for delivery in session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(2)):
+        rows = session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).order_by(Delivery.id).limit(3))
+        for number, delivery in enumerate(rows):
             delivery.state = DeliveryState.SENDING
             delivery.claimed_by = "deadhost:1:cli"
+            delivery.handed_at = utcnow() if number < 2 else None
 
     report = run_send(engine, settings, edition_id, worker="w")
 
     assert report.uncertain == 2 and report.sent == 8
     assert sorted(report.uncertain_addresses) == sorted(emails[:2])
     rows = ledger(engine, edition_id)
+    # The claimed row that never reached the server is sent without a word.
     assert [rows[e].uncertain for e in emails] == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert rows[emails[2]].last_reply == "250 2.0.0 queued"
     with reading(engine) as session:
         status = delivery_status(session, edition_id)
     assert status["uncertain_total"] == 2
@@ -270,3 +277,35 @@ def test_unreachable_server_stops_the_send_and_leaves_rows_untouched(
     rows = ledger(engine, edition_id)
     assert {row.state for row in rows.values()} == {DeliveryState.PENDING}
     assert {row.attempts for row in rows.values()} == {0}
+
+
+def test_pause_during_a_send_shorter_than_one_batch_stops_within_one_message_per_connection(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer
+) -> None:
+    settings, engine = setup
+    settings = dataclasses.replace(settings, delivery=dataclasses.replace(settings.delivery, batch_size=500))
+    connections = settings.smtp.connections
+    edition_id, _ = frozen_edition(engine, settings, 60)
+    paused_at: list[int] = []
+
+    def pause_at_the_fifth(accepted: int) -> None:
+        # `edition pause`, committed while the server holds the 250 of the fifth message.
+        if accepted == 5 and not paused_at:
+            with transaction(engine) as session:
+                workflow.pause(session, edition_id, "ana", "a typo in the subject")
+            paused_at.append(accepted)
+
+    smtp_server.faults.on_message = pause_at_the_fifth
+    report = run_send(engine, settings, edition_id, worker="w")
+
+    assert paused_at == [5]
+    assert report.halted
+    received = smtp_server.recipients()
+    # Each connection may finish the message in hand and at most one more.
+    assert 5 <= len(received) <= 5 + 2 * connections - 1, len(received)
+    with reading(engine) as session:
+        counts = delivery_counts(session, edition_id)
+    assert counts["sent"] == report.sent == len(received)
+    assert counts["sending"] == 0 and counts["pending"] == 60 - len(received)
+    # Stopped cleanly: nothing is uncertain.
+    assert not any(row.uncertain for row in ledger(engine, edition_id).values())

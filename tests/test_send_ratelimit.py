@@ -7,9 +7,16 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bulletin.config import settings_from_dict
 from bulletin.mta.ratelimit import RateLimiter
+from bulletin.mta.sender import run_send
+from bulletin.mta.smtp import SmtpTransport
+
+from .send_fixtures import FakeClock as SenderClock
+from .send_fixtures import freeze, sending_world
+from .smtp_server import RecordingSMTPServer
 
 
 class FakeClock:
@@ -102,3 +109,29 @@ def test_connections_share_one_schedule() -> None:
     assert most_in_any_window(granted, 0.5) == 20
     # 60 grants at 20 per half second need at least a full second.
     assert max(granted) - min(granted) >= 1.0
+
+
+def test_the_sender_keeps_the_rate_window_on_its_clock(tmp_path: Path, smtp_server: RecordingSMTPServer) -> None:
+    # Five a second for 30 messages over two connections: six seconds on the fake clock, none in real time.
+    settings, engine, edition_id, emails = sending_world(
+        tmp_path, smtp_server, 30, smtp={"messages_per_second": 5.0, "connections": 2}
+    )
+    freeze(engine, settings, edition_id)
+    clock = SenderClock()
+    handed: list[float] = []
+
+    class Probe(SmtpTransport):
+        """The real SMTP connection, noting on the sender's clock when each message goes out."""
+
+        def send_bytes(self, *args: Any, **kwargs: Any) -> str:
+            handed.append(clock.monotonic())
+            return super().send_bytes(*args, **kwargs)
+
+    started = time.monotonic()
+    report = run_send(engine, settings, edition_id, worker="w", clock=clock, transport_factory=Probe)
+
+    assert report.sent == 30 and sorted(smtp_server.recipients()) == sorted(emails)
+    assert most_in_any_window(handed, 1.0) <= 5
+    assert max(handed) - min(handed) >= (30 - 5) / 5 - 0.01
+    # The waits were the fake clock's: the test did not take six seconds.
+    assert time.monotonic() - started < 6

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bulletin.db import reading, transaction
-from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus
+from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, utcnow
 
 from .factories import write_config
 from .send_fixtures import assert_each_received_once, fast_settings, freeze, run_workers, sending_world
@@ -37,12 +37,15 @@ def test_three_workers_send_each_message_exactly_once(
     settings, engine, edition_id, emails = sending_world(tmp_path, smtp_server, SUBSCRIBERS, database_url=postgres_url)
     freeze(engine, settings, edition_id)
     with transaction(engine) as session:
-        # A worker that died mid-send on another machine left five rows claimed.
-        ghost_rows = session.scalars(select(Delivery).where(Delivery.edition_id == edition_id).limit(5)).all()
-        for row in ghost_rows:
+        # A worker that died mid-send on another machine left five rows claimed, three of them handed over.
+        ghost_rows = session.scalars(
+            select(Delivery).where(Delivery.edition_id == edition_id).order_by(Delivery.id).limit(5)
+        ).all()
+        for number, row in enumerate(ghost_rows):
             row.state = DeliveryState.SENDING
             row.claimed_by = "otherhost:4242:worker"
-        ghost_ids = {row.id for row in ghost_rows}
+            row.handed_at = utcnow() if number < 3 else None
+        ghost_ids = {row.id for row in ghost_rows[:3]}
 
     outputs = run_workers(config, 3)
     assert_each_received_once(smtp_server, emails)
@@ -58,6 +61,6 @@ def test_three_workers_send_each_message_exactly_once(
         assert edition is not None
         assert edition.status is EditionStatus.SENT
     assert states == {DeliveryState.SENT: SUBSCRIBERS}
-    # The dead worker's rows were recovered, counted uncertain and sent.
+    # The dead worker's rows were recovered and sent; only those it had handed over count as uncertain.
     assert uncertain == ghost_ids
     engine.dispose()

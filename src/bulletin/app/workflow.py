@@ -176,7 +176,7 @@ def reopen(session: Session, edition_id: int, actor: str, reason: str | None = N
 
 
 def pause(session: Session, edition_id: int, actor: str, reason: str | None = None) -> Edition:
-    """Hold a scheduled or sending edition; the sender stops after its current batch."""
+    """Hold a scheduled or sending edition; each connection of the sender stops after the message in hand."""
     edition = get_edition(session, edition_id)
     transition(session, edition, S.PAUSED, actor, reason)
     return edition

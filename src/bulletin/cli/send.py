@@ -14,17 +14,17 @@ import click
 from bulletin.app.bounces import edition_report_counts
 from bulletin.cli import App, pass_app
 from bulletin.cli.edition import edition
-from bulletin.compose.approval import record_void, start_sending
 from bulletin.errors import Conflict, InvalidInput, NotFound
-from bulletin.mta.ledger import (
-    SendReport,
-    delivery_counts,
-    delivery_status,
-    freeze_recipients,
-    freeze_summary,
-    sending_editions,
+from bulletin.mta.ledger import SendReport, delivery_counts, delivery_status, sending_editions
+from bulletin.mta.locks import sending_as
+from bulletin.mta.sender import (
+    Progress,
+    SendInterrupted,
+    SendOutcome,
+    preflight,
+    send_edition,
+    worker_name,
 )
-from bulletin.mta.sender import Progress, finish_if_done, run_send, sending_as, worker_name
 
 
 @edition.command("send")
@@ -54,10 +54,13 @@ def send_command(
 ) -> None:
     """Send an approved edition to every active subscriber (or resume an interrupted send).
 
-    Each subscriber's delivery is recorded before and after the SMTP transaction, so the
-    command can be killed at any moment and run again: nobody already sent is sent again;
-    the few deliveries caught mid-send are sent again and reported. On SQLite a second send
-    is refused while one runs.
+    Before anything changes, the DKIM key is loaded and one SMTP connection is opened and
+    logged in: a failure is one line and the edition stays approved or scheduled. Each
+    delivery is recorded just before its message goes to the server and again as soon as the
+    server answers, so the command can be killed at any moment and run again: nobody already
+    sent is sent again; the few deliveries caught mid-transaction (at most a few per
+    connection) are sent again and reported as uncertain. Ctrl-C stops after the messages in
+    hand and says how to resume. On SQLite a second send is refused while one runs.
 
     Example:
 
@@ -202,42 +205,62 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 def _send(app: App, edition_id: int, *, wait: bool, as_json: bool) -> None:
-
     settings, engine = app.settings, app.engine
     worker = worker_name("cli")
-    with sending_as(engine, worker):
-        # A voided approval is recorded in its own transaction, even though the send is then refused.
-        problems = record_void(engine, settings, edition_id, actor=app.actor)
-        if problems:
-            raise Conflict(
-                f"approval of edition {edition_id} is void because {'; '.join(problems)}: it needs approval again"
-            )
-        with app.transaction() as session:
-            current = start_sending(session, settings, edition_id, app.actor)
-            added = freeze_recipients(session, settings, current)
-            summary = freeze_summary(session, edition_id)
-        if added and not as_json:
-            click.echo(f"Edition {edition_id}: recipient list frozen ({added} deliveries).")
-        missing = (summary or {}).get("unmatched") or {}
-        if missing:
-            keys = ", ".join(f"{key} ({count})" for key, count in sorted(missing.items()))
+    interactive = not as_json and sys.stderr.isatty()
+
+    def on_frozen(outcome: SendOutcome) -> None:
+        if outcome.added and not as_json:
+            click.echo(f"Edition {edition_id}: recipient list frozen ({outcome.added} deliveries).")
+        if outcome.without_variant:
+            keys = ", ".join(f"{key} ({count})" for key, count in sorted(outcome.without_variant.items()))
             click.echo(f"warning: active subscribers without a rendered variant were left out: {keys}", err=True)
-        interactive = not as_json and sys.stderr.isatty()
-        with _progress_bar(interactive) as bar:
-            task = bar.add_task(f"edition {edition_id}", total=None) if bar else None
 
-            def on_progress(state: Progress) -> None:
-                if bar is not None:
-                    bar.update(task, total=state.total, completed=state.done)
+    with _progress_bar(interactive) as bar:
+        task = bar.add_task(f"edition {edition_id}", total=None) if bar else None
 
-            report = run_send(engine, settings, edition_id, worker=worker, wait_for_retries=wait, progress=on_progress)
-        status = finish_if_done(engine, edition_id, app.actor)
+        def on_progress(state: Progress) -> None:
+            if bar is not None:
+                bar.update(task, total=state.total, completed=state.done)
+
+        try:
+            outcome = send_edition(
+                engine,
+                settings,
+                edition_id,
+                actor=app.actor,
+                worker=worker,
+                wait_for_retries=wait,
+                progress=on_progress,
+                on_frozen=on_frozen,
+            )
+        except SendInterrupted as stopped:
+            handed = stopped.report.attempted
+            click.echo(
+                f"Interrupted: {handed} message(s) of edition {edition_id} were handed to the server in this run "
+                f"({stopped.report.sent} accepted); run 'bulletin edition send {edition_id}' again to resume.",
+                err=True,
+            )
+            raise SystemExit(130) from None
+    if outcome.refused:
+        reason = outcome.refused.removeprefix("approval void: ")
+        raise Conflict(f"approval of edition {edition_id} is void because {reason}: it needs approval again")
+    report = outcome.report or SendReport()
     with app.reading() as session:
         counts = delivery_counts(session, edition_id)
     if as_json:
-        click.echo(json.dumps({"edition": edition_id, "status": status.value, "counts": counts, **report.as_dict()}))
+        payload = {
+            "edition": edition_id,
+            "status": outcome.status.value,
+            "counts": counts,
+            **report.as_dict(),
+            "check_seconds": round(outcome.check_seconds, 3),
+            "preflight_seconds": round(outcome.preflight_seconds, 3),
+            "freeze_seconds": round(outcome.freeze_seconds, 3),
+        }
+        click.echo(json.dumps(payload))
         return
-    _print_report(edition_id, status.value, counts, report)
+    _print_report(edition_id, outcome.status.value, counts, report)
 
 
 def _print_report(edition_id: int, status: str, counts: dict[str, int], report: Any) -> None:
@@ -251,8 +274,9 @@ def _print_report(edition_id: int, status: str, counts: dict[str, int], report: 
         shown = ", ".join(report.uncertain_addresses[:20])
         more = report.uncertain - min(len(report.uncertain_addresses), 20)
         click.echo(
-            f"{report.uncertain} delivery(ies) were interrupted mid-send by an earlier crash and were sent again "
-            f"(they may have arrived twice): {shown}" + (f" and {more} more" if more > 0 else "")
+            f"{report.uncertain} delivery(ies) were being handed to the server when an earlier run stopped, "
+            f"with no answer recorded, and were sent again (they may have arrived twice): {shown}"
+            + (f" and {more} more" if more > 0 else "")
         )
     if report.bounced:
         click.echo(f"{report.bounced} subscriber(s) marked bounced after repeated permanent failures.")
@@ -280,8 +304,8 @@ def _print_report(edition_id: int, status: str, counts: dict[str, int], report: 
 def status_command(app: App, edition_id: int, as_json: bool, error_count: int, limit: int) -> None:
     """Show an edition's deliveries: counts by state, the latest errors and the uncertain ones.
 
-    Uncertain deliveries were interrupted mid-send by a crash and sent again: they may have
-    arrived twice.
+    Uncertain deliveries were being handed to the server when a crash stopped the sender, with
+    no answer recorded, and were sent again: they may have arrived twice.
 
     Example:
 
@@ -304,7 +328,10 @@ def status_command(app: App, edition_id: int, as_json: bool, error_count: int, l
     for key, count in sorted(status["without_variant"].items()):
         click.echo(f"Left out (no rendered variant {key}): {count}")
     if status["uncertain_total"]:
-        click.echo(f"Uncertain (interrupted mid-send, sent again; may have arrived twice): {status['uncertain_total']}")
+        click.echo(
+            f"Uncertain (handed over when a sender stopped, no answer recorded; sent again, may have arrived twice): "
+            f"{status['uncertain_total']}"
+        )
         for row in status["uncertain"]:
             click.echo(f"  {row['email']} ({row['state']}, {row['times']}x)")
     reports = status["reports"]
@@ -339,23 +366,34 @@ def worker_command(app: App, once: bool, poll: float, name: str) -> None:
     worker = worker_name(name)
     total = SendReport()
     try:
+        # Checked once before anything: a wrong key or SMTP login is one line, and nothing changes.
+        preflight(settings)
         with sending_as(engine, worker):
             while True:
                 did_work = False
                 for edition_id in sending_editions(engine):
-                    report = run_send(engine, settings, edition_id, worker=worker)
+                    outcome = send_edition(
+                        engine, settings, edition_id, actor=f"worker {name}", worker=worker, preflight_checked=True
+                    )
+                    report = outcome.report or SendReport()
                     total.merge(report)
                     did_work = did_work or report.handled > 0 or report.uncertain > 0
-                    status = finish_if_done(engine, edition_id, f"worker {name}")
                     if report.handled:
                         click.echo(
                             f"edition {edition_id}: {report.sent} sent, {report.deferred} deferred, "
-                            f"{report.failed} failed, {report.skipped} skipped ({status.value})"
+                            f"{report.failed} failed, {report.skipped} skipped ({outcome.status.value})"
                         )
                 if once and not did_work:
                     break
                 if not did_work:
                     time.sleep(poll)
+    except SendInterrupted as stopped:
+        total.merge(stopped.report)
+        click.echo(
+            f"worker stopped: {stopped.report.attempted} message(s) of edition {stopped.edition_id} were handed "
+            "to the server before the stop; run 'bulletin worker' again to resume.",
+            err=True,
+        )
     except KeyboardInterrupt:
         click.echo("worker stopped", err=True)
     click.echo(f"worker {worker}: {total.sent} sent, {total.deferred} deferred, {total.failed} failed in total.")

@@ -31,7 +31,7 @@ from bulletin.app.workflow import (
     with_reason,
 )
 from bulletin.compose.render import RenderedVariant, render_fingerprint, render_variants, store_variants
-from bulletin.compose.variants import plan_variants, stored_variants, variant_key
+from bulletin.compose.variants import plan_variants, variant_key
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import Conflict, Hint, InvalidInput, NextStep
@@ -40,7 +40,9 @@ from bulletin.models import (
     Approval,
     Edition,
     EditionItem,
+    EditionVariant,
     NewsItem,
+    Setting,
     utcnow,
 )
 
@@ -54,9 +56,14 @@ def _hash_problems(
     problems: list[str] = []
     if edition.render_fingerprint != render_fingerprint(settings):
         problems.append("the templates or rendering settings changed")
+    # Only the keys and hashes: the stored HTML of every variant is not loaded to compare them.
     stored = {
-        variant_key(language, interests): row.content_hash
-        for (language, interests), row in stored_variants(session, edition).items()
+        variant_key(language, interests): digest
+        for language, interests, digest in session.execute(
+            select(EditionVariant.language, EditionVariant.interests, EditionVariant.content_hash).where(
+                EditionVariant.edition_id == edition.id
+            )
+        )
     }
     altered = sorted(key for key, digest in approved.items() if key in stored and stored[key] != digest)
     if altered:
@@ -124,25 +131,58 @@ def approval_problems(
     return problems
 
 
+def _checked_key(edition_id: int) -> str:
+    return f"approval.checked.{edition_id}"
+
+
+def note_checked(session: Session, edition: Edition) -> None:
+    """Record that the edition, as it is now, renders to its approved hashes (a full check passed)."""
+    session.flush()
+    stamp = edition.updated_at.isoformat()
+    marker = session.get(Setting, _checked_key(edition.id))
+    if marker is None:
+        session.add(Setting(key=_checked_key(edition.id), value=stamp))
+    else:
+        marker.value = stamp
+    session.flush()
+
+
+def touched_since_check(session: Session, edition: Edition) -> bool:
+    """True unless a full check (or the approval's own rendering) saw the edition as it is now.
+
+    An item moved, excluded or included changes ``updated_at``; only such an edition needs its
+    variants rendered again to be compared. Anything else is caught by the quick check.
+    """
+    marker = session.get(Setting, _checked_key(edition.id))
+    return marker is None or marker.value != edition.updated_at.isoformat()
+
+
 def refresh_approval(
-    session: Session, settings: Settings, edition: Edition, *, actor: str = "workflow", full: bool = True
+    session: Session, settings: Settings, edition: Edition, *, actor: str = "workflow", full: bool | None = True
 ) -> list[str]:
     """Void the approval (and return the edition to review) if its content changed; return why.
 
-    It renders in the session it is given: the edges call :func:`record_void` instead, which
-    renders in a reading session and records the void in a short transaction of its own.
+    ``full=None`` re-renders only if the edition was touched since it was last fully checked
+    (:func:`touched_since_check`). It renders in the session it is given: the edges call
+    :func:`record_void` instead, which renders in a reading session and records the void in a
+    short transaction of its own.
     """
     if edition.status not in BEFORE_SEND or edition.send_started_at is not None:
         return []
     if not valid_approvals(session, edition.id):
         return []
-    problems = approval_problems(session, settings, edition, full=full)
+    rendering = touched_since_check(session, edition) if full is None else full
+    problems = approval_problems(session, settings, edition, full=rendering)
     if problems:
         void_approvals(session, edition, "; ".join(problems), actor=actor)
+    elif rendering:
+        note_checked(session, edition)
     return problems
 
 
-def record_void(engine: Engine, settings: Settings, edition_id: int, *, actor: str, full: bool = True) -> list[str]:
+def record_void(
+    engine: Engine, settings: Settings, edition_id: int, *, actor: str, full: bool | None = True
+) -> list[str]:
     """Check an edition's approval and, if its content changed, void it in a transaction of its own; return why.
 
     Every edge (CLI, web, scheduler) calls this before an action that needs a valid approval
@@ -157,8 +197,13 @@ def record_void(engine: Engine, settings: Settings, edition_id: int, *, actor: s
         checked = {a.id for a in valid_approvals(session, edition.id)}
         if not checked:
             return []
-        problems = approval_problems(session, settings, edition, full=full)
+        # full=None: re-render only an edition touched since its last full check (the sender's case).
+        rendering = touched_since_check(session, edition) if full is None else full
+        problems = approval_problems(session, settings, edition, full=rendering)
     if not problems:
+        if rendering:
+            with transaction(engine) as session:
+                note_checked(session, get_edition(session, edition_id))
         return []
     with transaction(engine) as session:
         edition = get_edition(session, edition_id)
@@ -301,6 +346,8 @@ def _approve_rendering(
         transition(session, edition, S.APPROVED, approver, f"approved ({len(approvers)} of {needed})")
     else:
         log.info("edition %s: approval %d of %d by %s", edition.id, len(approvers), needed, approver)
+    # The variants were just rendered to these hashes.
+    note_checked(session, edition)
     return approval
 
 
@@ -349,13 +396,20 @@ def schedule(
     if edition.status in (S.APPROVED, S.SCHEDULED, S.PAUSED):
         check_approval(session, settings, edition)
     reason = "at " + format_local(when, settings.schedule.timezone)
+    was_checked = not touched_since_check(session, edition)
     transition(session, edition, S.SCHEDULED, actor, reason)
     edition.scheduled_at = when
+    if was_checked:
+        note_checked(session, edition)
     return edition
 
 
 def start_sending(session: Session, settings: Settings, edition_id: int, actor: str) -> Edition:
     """Move an approved or scheduled edition to ``sending`` after checking its approval.
+
+    The approval is checked against the stored content hashes, the render fingerprint and the
+    planned variants (re-rendering only when news was re-ingested), so the sending process never
+    renders every variant: the full check runs before, in :func:`record_void`.
 
     A ``sending`` edition (a send interrupted by a crash) is returned as is, so the send resumes.
     """

@@ -43,9 +43,12 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(300))
-    # Times this row was found in ``sending`` after a crash and so may have been sent twice.
+    # Times this row was found handed over, with no recorded answer, after a crash: it may have arrived twice.
     uncertain: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(120))
+    # Set, in a committed transaction, just before the message's data is written to the server:
+    # a ``sending`` row without it never reached the server.
+    handed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -2,22 +2,41 @@
 
 A row goes ``pending`` -> ``sending`` -> ``sent``, or ``deferred`` (retried with exponential
 backoff), ``failed`` or ``skipped``. This module freezes the recipient list, claims due rows
-(``sending`` is committed before any SMTP transaction) and records outcomes (``sent`` only after
-the server's 250), with the retry and bounce rules. :mod:`bulletin.mta.sender` drives it.
+(``sending``), marks each one ``handed_at`` in a committed transaction just before its message's
+data goes to the server, and records outcomes (``sent`` only after the server's 250), with the
+retry and bounce rules. It reads the edition's state itself (paused, cancelled).
+:mod:`bulletin.mta.sender` drives it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from bulletin.app.subscribers import set_status
+from bulletin.compose.variants import subscriber_variant, variant_subscriber_counts
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, reading, transaction
 from bulletin.errors import NotFound
@@ -30,14 +49,14 @@ from bulletin.models import (
     Setting,
     Subscriber,
     SubscriberStatus,
-    utcnow,
 )
+from bulletin.models.base import UTCDateTime
 from bulletin.mta import mail
+from bulletin.mta.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 D = DeliveryState
-FREEZE_BATCH = 5000
 NO_NEWS_REASON = "skipped: no news for this reader's language and topics in this edition"
 INTERRUPTED_REASON = "interrupted while sending (may have been delivered); sent again"
 
@@ -54,7 +73,7 @@ class SendReport:
     deferred: int = 0
     failed: int = 0
     skipped: int = 0
-    # Rows found in ``sending`` (their sender died) and sent again: maybe delivered twice.
+    # Rows found handed over without an answer (their sender died) and sent again: maybe delivered twice.
     uncertain: int = 0
     uncertain_addresses: list[str] = field(default_factory=list)
     bounced: int = 0
@@ -63,6 +82,8 @@ class SendReport:
     elapsed: float = 0.0
     next_retry_at: datetime | None = None
     editions: list[int] = field(default_factory=list)
+    # Transactions the sender's journal committed (marks and answers, grouped).
+    commits: int = 0
 
     @property
     def handled(self) -> int:
@@ -85,6 +106,7 @@ class SendReport:
         self.errors = (self.errors + other.errors)[-20:]
         self.elapsed += other.elapsed
         self.editions += other.editions
+        self.commits += other.commits
         if other.next_retry_at and (self.next_retry_at is None or other.next_retry_at < self.next_retry_at):
             self.next_retry_at = other.next_retry_at
 
@@ -100,6 +122,7 @@ class SendReport:
             "halted": self.halted,
             "errors": self.errors,
             "elapsed": round(self.elapsed, 3),
+            "journal_commits": self.commits,
             "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
         }
 
@@ -112,14 +135,16 @@ def _frozen_key(edition_id: int) -> str:
     return f"send.frozen.{edition_id}"
 
 
-def freeze_recipients(session: Session, settings: Settings, edition: Edition) -> int:
+def freeze_recipients(session: Session, settings: Settings, edition: Edition, *, clock: Clock = SYSTEM_CLOCK) -> int:
     """Create the ledger rows of every active subscriber; return how many were added.
 
     Runs once per edition: the list is frozen in the caller's transaction together with a
-    marker, and a later call (a resumed send) adds nobody. Subscribers are read in batches so
-    memory does not grow with the list. A subscriber whose variant has no news is recorded as
-    ``skipped``; one whose (language, interests) has no rendered variant cannot be recorded and
-    is counted in :func:`freeze_summary`.
+    marker, and a later call (a resumed send) adds nobody. The rows are written by one
+    ``INSERT ... SELECT`` joining the subscribers to a small temporary table that maps each
+    (language, interests) found among them to its variant, so the list never passes through
+    Python. A subscriber whose variant has no news is recorded as ``skipped``; one whose
+    (language, interests) has no rendered variant cannot be recorded and is counted in
+    :func:`freeze_summary`. Message-IDs are written when a row is handed over.
     """
     if session.get(Setting, _frozen_key(edition.id)) is not None:
         return 0
@@ -131,53 +156,36 @@ def freeze_recipients(session: Session, settings: Settings, edition: Edition) ->
             ).where(EditionVariant.edition_id == edition.id)
         )
     }
-    from bulletin.compose.variants import subscriber_variant
-
-    # The composer's rule for which variant a subscriber reads, memoised per (language, interests).
-    chosen: dict[tuple[str, str], tuple[str, str]] = {}
-    statement = _insert_ignoring_duplicates(session)
+    groups = session.execute(
+        select(Subscriber.language, Subscriber.interests, func.count())
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .group_by(Subscriber.language, Subscriber.interests)
+    ).all()
+    unmatched: dict[str, int] = {}
+    mapping: list[dict[str, Any]] = []
+    for language, interests, number in groups:
+        # The composer's rule for which variant a subscriber reads.
+        pair = subscriber_variant(settings, language, interests or "")
+        variant = variants.get(pair)
+        if variant is None:
+            key = f"{pair[0]}|{pair[1]}"
+            unmatched[key] = unmatched.get(key, 0) + int(number)
+            continue
+        variant_id, item_count = variant
+        mapping.append(
+            {
+                "language": language,
+                "interests": interests,
+                "variant_id": variant_id,
+                "state": (D.PENDING if item_count else D.SKIPPED).value,
+                "last_reply": None if item_count else NO_NEWS_REASON,
+            }
+        )
+    now = clock.now()
     count = select(func.count(Delivery.id)).where(Delivery.edition_id == edition.id)
     before = session.scalar(count) or 0
-    unmatched: dict[str, int] = {}
-    last_id = 0
-    now = utcnow()
-    while True:
-        batch = session.execute(
-            select(Subscriber.id, Subscriber.language, Subscriber.interests)
-            .where(Subscriber.status == SubscriberStatus.ACTIVE, Subscriber.id > last_id)
-            .order_by(Subscriber.id)
-            .limit(FREEZE_BATCH)
-        ).all()
-        if not batch:
-            break
-        last_id = batch[-1][0]
-        rows = []
-        for subscriber_id, language, interests in batch:
-            pair = chosen.get((language, interests))
-            if pair is None:
-                pair = chosen[language, interests] = subscriber_variant(settings, language, interests or "")
-            variant = variants.get(pair)
-            if variant is None:
-                key = f"{pair[0]}|{pair[1]}"
-                unmatched[key] = unmatched.get(key, 0) + 1
-                continue
-            variant_id, item_count = variant
-            rows.append(
-                {
-                    "edition_id": edition.id,
-                    "subscriber_id": subscriber_id,
-                    "variant_id": variant_id,
-                    "state": D.PENDING if item_count else D.SKIPPED,
-                    "last_reply": None if item_count else NO_NEWS_REASON,
-                    "attempts": 0,
-                    "uncertain": 0,
-                    "message_id": mail.make_message_id(settings, edition.id, subscriber_id),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        if rows:
-            session.connection().execute(statement, rows)
+    if mapping:
+        _insert_from_subscribers(session, edition.id, mapping, now)
     added = (session.scalar(count) or 0) - before
     session.add(
         Setting(
@@ -187,6 +195,63 @@ def freeze_recipients(session: Session, settings: Settings, edition: Edition) ->
     )
     session.flush()
     return added
+
+
+def _insert_from_subscribers(session: Session, edition_id: int, mapping: list[dict[str, Any]], now: datetime) -> None:
+    """One INSERT ... SELECT of every active subscriber found in ``mapping``, through a temporary table."""
+    metadata = MetaData()
+    variant_map = Table(
+        f"freeze_map_{edition_id}",
+        metadata,
+        Column("language", String(8), primary_key=True),
+        Column("interests", String(1000), primary_key=True),
+        Column("variant_id", Integer),
+        Column("state", String(16)),
+        Column("last_reply", Text),
+        prefixes=["TEMPORARY"],
+    )
+    connection = session.connection()
+    variant_map.create(connection)
+    try:
+        connection.execute(insert(variant_map), mapping)
+        subscribers = cast(Table, Subscriber.__table__)
+        same_interests = subscribers.c.interests == variant_map.c.interests
+        source = (
+            select(
+                literal(edition_id, Integer),
+                subscribers.c.id,
+                variant_map.c.variant_id,
+                variant_map.c.state,
+                variant_map.c.last_reply,
+                literal(0, Integer),
+                literal(0, Integer),
+                literal("", String),
+                literal(now, UTCDateTime()),
+                literal(now, UTCDateTime()),
+            )
+            .select_from(
+                subscribers.join(variant_map, and_(subscribers.c.language == variant_map.c.language, same_interests))
+            )
+            .where(subscribers.c.status == SubscriberStatus.ACTIVE)
+            # In subscriber order, so the ledger (and the send) follows the list.
+            .order_by(subscribers.c.id)
+        )
+        columns = [
+            "edition_id",
+            "subscriber_id",
+            "variant_id",
+            "state",
+            "last_reply",
+            "attempts",
+            "uncertain",
+            "message_id",
+            "created_at",
+            "updated_at",
+        ]
+        statement = _insert_ignoring_duplicates(session).from_select(columns, source)
+        connection.execute(statement)
+    finally:
+        variant_map.drop(connection)
 
 
 def _insert_ignoring_duplicates(session: Session) -> Any:
@@ -211,7 +276,6 @@ def freeze_summary(session: Session, edition_id: int) -> dict[str, Any] | None:
 
 def recipients_by_variant(session: Session, settings: Settings, edition_id: int) -> list[dict[str, Any]]:
     """For a dry run: active subscribers per variant of the edition, without touching the ledger."""
-    from bulletin.compose.variants import variant_subscriber_counts
 
     counts = variant_subscriber_counts(session, settings)
     rows: list[dict[str, Any]] = []
@@ -256,7 +320,6 @@ def iter_recipients(
     session: Session, settings: Settings, language: str, interests: str, batch: int = 1000
 ) -> Iterator[str]:
     """Addresses of the active subscribers who read one variant, streamed in id order."""
-    from bulletin.compose.variants import subscriber_variant
 
     last_id = 0
     while True:
@@ -353,7 +416,14 @@ def in_chunks(items: list[int], size: int) -> Iterator[list[int]]:
 
 
 # ---------------------------------------------------------------------------
-# Claiming and recording
+# Claiming, handing over and recording
+#
+# A row is claimed (``sending``, ``claimed_by`` set, ``handed_at`` NULL) in batches ahead of the
+# connections. Just before a connection writes a message's data to the server, the row's
+# ``handed_at`` is committed (:func:`mark_handed`); the server's answer is committed as soon as it
+# arrives (:func:`write_outcomes`). After a crash, a claimed row without ``handed_at`` never
+# reached the server and is simply due again; one with ``handed_at`` may have been delivered and
+# is counted uncertain (:func:`recover_interrupted`).
 
 
 @dataclass(frozen=True)
@@ -374,9 +444,18 @@ class Outcome:
     subscriber_id: int
     email: str
     reply: str
-    # sent, temporary, permanent, released (not attempted: goes back to pending)
+    # sent, temporary, permanent, released (not handed over: goes back to pending)
     kind: str
     bounce: bool = False
+
+
+HALTED = (EditionStatus.PAUSED, EditionStatus.CANCELLED)
+
+
+def is_halted(session: Session, edition_id: int) -> bool:
+    """True when the edition is paused or cancelled: nothing more is handed over."""
+    status = session.scalar(select(Edition.status).where(Edition.id == edition_id))
+    return status in HALTED
 
 
 def _due_queries(edition_id: int, now: datetime) -> list[Any]:
@@ -391,15 +470,21 @@ def _due_queries(edition_id: int, now: datetime) -> list[Any]:
     ]
 
 
-def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tuple[list[Claimed], int, bool]:
+def claim_batch(
+    engine: Engine,
+    settings: Settings,
+    edition_id: int,
+    worker: str,
+    limit: int,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> tuple[list[Claimed], int, bool]:
     """Move up to ``limit`` due rows to ``sending`` (committed); return them, the skipped count, halted.
 
     Rows of subscribers who are no longer active are marked ``skipped`` instead. Nothing is
     claimed when the edition is paused or cancelled.
     """
-    from bulletin.app.workflow import is_halted
-
-    now = utcnow()
+    now = clock.now()
     with transaction(engine) as session:
         if is_halted(session, edition_id):
             return [], 0, True
@@ -432,14 +517,15 @@ def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tup
         gone: dict[str, list[int]] = {}
         for delivery_id, subscriber_id, variant_id, message_id, email, name, status, nonce in rows:
             if SubscriberStatus(status) is SubscriberStatus.ACTIVE:
+                message_id = message_id or mail.make_message_id(settings, edition_id, subscriber_id)
                 claimed.append(Claimed(delivery_id, subscriber_id, variant_id, message_id, email, name, nonce))
             else:
                 gone.setdefault(SubscriberStatus(status).value, []).append(delivery_id)
-        if claimed:
+        for chunk in in_chunks([c.delivery_id for c in claimed], 500):
             session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_([c.delivery_id for c in claimed]))
-                .values(state=D.SENDING, claimed_by=worker, updated_at=now)
+                .where(Delivery.id.in_(chunk))
+                .values(state=D.SENDING, claimed_by=worker, handed_at=None, updated_at=now)
             )
         for status_name, gone_ids in gone.items():
             session.execute(
@@ -455,6 +541,19 @@ def claim_batch(engine: Engine, edition_id: int, worker: str, limit: int) -> tup
         return claimed, sum(len(v) for v in gone.values()), False
 
 
+def mark_handed(session: Session, claims: list[Claimed], worker: str, now: datetime) -> None:
+    """Record that these rows are about to be handed to the server (with their Message-ID)."""
+    if not claims:
+        return
+    table = cast(Table, Delivery.__table__)
+    session.connection().execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.state == D.SENDING, table.c.claimed_by == worker)
+        .values(handed_at=now, message_id=bindparam("b_message_id")),
+        [{"b_id": c.delivery_id, "b_message_id": c.message_id} for c in claims],
+    )
+
+
 def retry_delay(settings: Settings, attempts: int) -> float:
     """Seconds before retry number ``attempts`` (1 = first retry): doubling from retry_first up to retry_max."""
     delivery = settings.delivery
@@ -468,91 +567,161 @@ def _gives_up(settings: Settings, attempts: int) -> bool:
 
 
 def record_outcomes(
-    engine: Engine, settings: Settings, outcomes: list[Outcome], worker: str, report: SendReport
+    engine: Engine,
+    settings: Settings,
+    outcomes: list[Outcome],
+    worker: str,
+    report: SendReport,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
-    """Write what happened to claimed rows, in one short transaction, and apply the bounce rule."""
+    """Write what happened to claimed rows in one short transaction (see :func:`write_outcomes`)."""
     if not outcomes:
         return
-    now = utcnow()
-    table = cast(Table, Delivery.__table__)
     with transaction(engine) as session:
-        mine = and_(Delivery.state == D.SENDING, Delivery.claimed_by == worker)
-        sent = [o for o in outcomes if o.kind == "sent"]
-        if sent:
-            # Core executemany: one statement for the whole group, no ORM objects.
-            session.connection().execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"), table.c.state == D.SENDING, table.c.claimed_by == worker)
-                .values(
-                    state=D.SENT,
-                    attempts=table.c.attempts + 1,
-                    last_reply=bindparam("b_reply"),
-                    sent_at=now,
-                    updated_at=now,
-                    claimed_by=None,
-                    next_attempt_at=None,
-                ),
-                [{"b_id": o.delivery_id, "b_reply": o.reply[:1000]} for o in sent],
-            )
-            report.sent += len(sent)
-        released = [o.delivery_id for o in outcomes if o.kind == "released"]
-        for chunk in in_chunks(released, 500):
+        write_outcomes(session, settings, outcomes, worker, report, clock.now())
+
+
+def write_outcomes(
+    session: Session, settings: Settings, outcomes: list[Outcome], worker: str, report: SendReport, now: datetime
+) -> None:
+    """Write what happened to claimed rows in the caller's transaction, and apply the bounce rule."""
+    if not outcomes:
+        return
+    table = cast(Table, Delivery.__table__)
+    mine = and_(Delivery.state == D.SENDING, Delivery.claimed_by == worker)
+    sent = [o for o in outcomes if o.kind == "sent"]
+    if sent:
+        # Core executemany: one statement for the whole group, no ORM objects.
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.state == D.SENDING, table.c.claimed_by == worker)
+            .values(
+                state=D.SENT,
+                attempts=table.c.attempts + 1,
+                last_reply=bindparam("b_reply"),
+                sent_at=now,
+                updated_at=now,
+                claimed_by=None,
+                next_attempt_at=None,
+            ),
+            [{"b_id": o.delivery_id, "b_reply": o.reply[:1000]} for o in sent],
+        )
+        report.sent += len(sent)
+    released = [o.delivery_id for o in outcomes if o.kind == "released"]
+    for chunk in in_chunks(released, 500):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(chunk), mine)
+            .values(state=D.PENDING, claimed_by=None, handed_at=None)
+        )
+    temporary = [o for o in outcomes if o.kind == "temporary"]
+    if temporary:
+        attempts = dict(
             session.execute(
-                update(Delivery).where(Delivery.id.in_(chunk), mine).values(state=D.PENDING, claimed_by=None)
-            )
-        temporary = [o for o in outcomes if o.kind == "temporary"]
-        if temporary:
-            attempts = dict(
-                session.execute(
-                    select(Delivery.id, Delivery.attempts).where(Delivery.id.in_([o.delivery_id for o in temporary]))
-                ).all()
-            )
-            for outcome in temporary:
-                tries = attempts.get(outcome.delivery_id, 0) + 1
-                if _gives_up(settings, tries):
-                    values: dict[str, Any] = {
-                        "state": D.FAILED,
-                        "last_reply": f"gave up after {tries} attempts: {outcome.reply}"[:1000],
-                        "next_attempt_at": None,
-                    }
-                    report.failed += 1
-                else:
-                    next_at = now + timedelta(seconds=retry_delay(settings, tries))
-                    values = {"state": D.DEFERRED, "last_reply": outcome.reply[:1000], "next_attempt_at": next_at}
-                    report.deferred += 1
-                    if report.next_retry_at is None or next_at < report.next_retry_at:
-                        report.next_retry_at = next_at
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == outcome.delivery_id, mine)
-                    .values(attempts=tries, claimed_by=None, updated_at=now, **values)
-                )
-                report.errors = [*report.errors[-19:], f"{outcome.email}: {outcome.reply}"]
-        permanent = [o for o in outcomes if o.kind == "permanent"]
-        for outcome in permanent:
+                select(Delivery.id, Delivery.attempts).where(Delivery.id.in_([o.delivery_id for o in temporary]))
+            ).all()
+        )
+        for outcome in temporary:
+            tries = attempts.get(outcome.delivery_id, 0) + 1
+            if _gives_up(settings, tries):
+                values: dict[str, Any] = {
+                    "state": D.FAILED,
+                    "last_reply": f"gave up after {tries} attempts: {outcome.reply}"[:1000],
+                    "next_attempt_at": None,
+                }
+                report.failed += 1
+            else:
+                next_at = now + timedelta(seconds=retry_delay(settings, tries))
+                values = {"state": D.DEFERRED, "last_reply": outcome.reply[:1000], "next_attempt_at": next_at}
+                report.deferred += 1
+                if report.next_retry_at is None or next_at < report.next_retry_at:
+                    report.next_retry_at = next_at
             session.execute(
                 update(Delivery)
                 .where(Delivery.id == outcome.delivery_id, mine)
+                .values(attempts=tries, claimed_by=None, updated_at=now, **values)
+            )
+            report.errors = [*report.errors[-19:], f"{outcome.email}: {outcome.reply}"]
+    permanent = [o for o in outcomes if o.kind == "permanent"]
+    for outcome in permanent:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == outcome.delivery_id, mine)
+            .values(
+                state=D.FAILED,
+                attempts=Delivery.attempts + 1,
+                last_reply=outcome.reply[:1000],
+                claimed_by=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        report.failed += 1
+        report.errors = [*report.errors[-19:], f"{outcome.email}: {outcome.reply}"]
+    bounced = [o for o in permanent if o.bounce]
+    if bounced:
+        report.bounced += _apply_bounce_rule(session, settings, bounced, worker)
+
+
+def recover_interrupted(
+    engine: Engine,
+    edition_id: int | None,
+    worker: str,
+    *,
+    live: Callable[[Session], set[str]] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> list[tuple[int, str]]:
+    """Put rows left in ``sending`` by a dead sender back in the queue; return the uncertain ones.
+
+    A row that was claimed but never handed over becomes due again silently. A row handed over
+    whose answer was not recorded may have been delivered: it is counted uncertain, and its
+    (delivery id, address) is returned. With ``live`` (PostgreSQL: the holders still alive),
+    rows claimed by live workers are left alone; without it (SQLite, under the sender lock)
+    every such row is a leftover.
+    """
+    now = clock.now()
+    with transaction(engine) as session:
+        query = (
+            select(Delivery.id, Subscriber.email, Delivery.claimed_by, Delivery.handed_at)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.state == D.SENDING)
+        )
+        if edition_id is not None:
+            query = query.where(Delivery.edition_id == edition_id)
+        if not is_sqlite(engine):
+            query = query.with_for_update(of=Delivery, skip_locked=True)
+        rows = session.execute(query).all()
+        if live is not None:
+            alive = live(session) | {worker}
+            rows = [row for row in rows if row[2] not in alive]
+        handed = [row for row in rows if row[3] is not None]
+        untouched = [row[0] for row in rows if row[3] is None]
+        for chunk in in_chunks([row[0] for row in handed], 500):
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(chunk), Delivery.state == D.SENDING)
                 .values(
-                    state=D.FAILED,
-                    attempts=Delivery.attempts + 1,
-                    last_reply=outcome.reply[:1000],
+                    state=D.PENDING,
+                    uncertain=Delivery.uncertain + 1,
                     claimed_by=None,
+                    handed_at=None,
                     next_attempt_at=None,
+                    last_reply=INTERRUPTED_REASON,
                     updated_at=now,
                 )
             )
-            report.failed += 1
-            report.errors = [*report.errors[-19:], f"{outcome.email}: {outcome.reply}"]
-        bounced = [o for o in permanent if o.bounce]
-        if bounced:
-            report.bounced += _apply_bounce_rule(session, settings, bounced, worker)
+        for chunk in in_chunks(untouched, 500):
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(chunk), Delivery.state == D.SENDING)
+                .values(state=D.PENDING, claimed_by=None, next_attempt_at=None, updated_at=now)
+            )
+    return [(row[0], row[1]) for row in handed]
 
 
 def _apply_bounce_rule(session: Session, settings: Settings, outcomes: list[Outcome], worker: str) -> int:
     """Count a permanent failure against each address; make it ``bounced`` after ``bounce_after`` editions."""
-    from bulletin.app.subscribers import set_status
-
     ids = [o.subscriber_id for o in outcomes]
     replies = {o.subscriber_id: o.reply for o in outcomes}
     session.execute(update(Subscriber).where(Subscriber.id.in_(ids)).values(hard_bounces=Subscriber.hard_bounces + 1))

@@ -22,6 +22,9 @@ Since a message is received after its permit was taken and before its answer cam
 window of P seconds then holds at most N received messages, whatever the network's delays,
 the number of workers, or the order in which they report. Permits of a worker that died are
 counted until a short grace after it is found dead.
+
+Both read time through the clock seam of :mod:`bulletin.mta.clock` (``clock`` and ``sleep``), so
+tests drive them with a fake clock.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from sqlalchemy.orm import Session
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, transaction
 from bulletin.models import SendRatePermit
+from bulletin.mta.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +141,9 @@ class RateLimiter:
         self._settled = threading.Condition(self._lock)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimiter:
-        """``smtp.messages_per_second`` and ``smtp.messages_per_hour`` as limits."""
-        return cls(limits_from_settings(settings))
+    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> RateLimiter:
+        """``smtp.messages_per_second`` and ``smtp.messages_per_hour`` as limits, on ``clock``."""
+        return cls(limits_from_settings(settings), clock=clock.monotonic, sleep=clock.sleep)
 
     def reserve(self) -> float:
         """Reserve the next slot and return its time on the limiter's clock (may be in the future)."""
@@ -329,9 +333,22 @@ class SharedRateLimiter:
 
     @classmethod
     def from_settings(
-        cls, engine: Engine, settings: Settings, holder: str, *, holder_alive: Callable[[Session, str], bool]
+        cls,
+        engine: Engine,
+        settings: Settings,
+        holder: str,
+        *,
+        holder_alive: Callable[[Session, str], bool],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> SharedRateLimiter:
-        return cls(engine, limits_from_settings(settings), holder, holder_alive=holder_alive)
+        return cls(
+            engine,
+            limits_from_settings(settings),
+            holder,
+            holder_alive=holder_alive,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
+        )
 
     # -- the Limiter protocol
 
@@ -570,9 +587,14 @@ class SharedRateLimiter:
 
 
 def limiter_for(
-    engine: Engine, settings: Settings, holder: str, *, holder_alive: Callable[[Session, str], bool]
+    engine: Engine,
+    settings: Settings,
+    holder: str,
+    *,
+    holder_alive: Callable[[Session, str], bool],
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Limiter:
     """The limiter a sender uses: in-process on SQLite (one sender), shared on PostgreSQL."""
     if is_sqlite(engine):
-        return RateLimiter.from_settings(settings)
-    return SharedRateLimiter.from_settings(engine, settings, holder, holder_alive=holder_alive)
+        return RateLimiter.from_settings(settings, clock=clock)
+    return SharedRateLimiter.from_settings(engine, settings, holder, holder_alive=holder_alive, clock=clock)

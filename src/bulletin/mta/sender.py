@@ -1,44 +1,55 @@
 """The sender: works through the delivery ledger over SMTP, safe to kill at any moment.
 
-The rules that make a send safe (see :mod:`bulletin.mta.ledger`):
+The rules that make a send safe and its report true (see :mod:`bulletin.mta.ledger`):
 
 - the recipient list is frozen once, in one transaction, when the send starts;
-- a row moves to ``sending`` in a committed transaction *before* its SMTP transaction, and to
-  ``sent`` only after the server's 250; no transaction stays open while talking SMTP;
-- a row found in ``sending`` by a sender that starts (its previous owner died) may or may not
-  have reached the server: it is counted in ``uncertain``, sent again and reported.
+- rows are claimed (``sending``) in batches ahead of the connections; claiming alone promises
+  nothing, so a claimed row found after a crash is simply due again;
+- just before a connection writes a message's data to the server, the row's ``handed_at`` is
+  committed; the server's answer is committed as soon as it arrives. One writer thread, the
+  journal, commits whatever marks and answers are waiting, back to back (group commit), so the
+  crash window is one commit, never a timer; no transaction is held while talking SMTP;
+- a connection writes the data of message *n* only once the answer to message *n - 2* is
+  durable and the mark of message *n* is. A SIGKILL can therefore leave at most two delivered
+  messages per connection without a recorded answer (those are the only possible duplicates),
+  and at most three marked rows per connection unanswered: those, and only those, are reported
+  uncertain by the next run;
+- each commit of the journal also reads the edition's status: once it is paused or cancelled
+  no mark is written, and every connection stops after the message it has in hand.
 
-On SQLite one sender runs at a time: it holds the ``sender`` row of the ``locks`` table and
-keeps its heartbeat fresh; a second one is refused with who holds it. On PostgreSQL any number
-of workers claim batches with ``SELECT ... FOR UPDATE SKIP LOCKED``; each keeps a heartbeat
-row, and rows left in ``sending`` by a worker whose heartbeat stopped are recovered.
+On SQLite one sender runs at a time (the ``sender`` lock of :mod:`bulletin.mta.locks`). On
+PostgreSQL any number of workers claim batches with ``SELECT ... FOR UPDATE SKIP LOCKED``; each
+keeps a heartbeat lock, and the rows of a worker found dead are recovered by the same rule.
+
+:func:`send_edition` is the one path of a send, used by ``bulletin edition send``, the
+scheduler and ``bulletin worker``: check the approval, pre-flight (DKIM key, one SMTP login),
+start and freeze, send, finish.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Engine, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, func, select
 
 from bulletin.app import links
 from bulletin.app.workflow import finish_sending, get_edition
 from bulletin.compose import placeholders
-from bulletin.compose.approval import refresh_approval, start_sending
+from bulletin.compose.approval import record_void, start_sending
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, reading, transaction
 from bulletin.errors import BulletinError, Conflict, NotFound
-from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant, Lock, Subscriber, utcnow
+from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant
 from bulletin.mta import mail
+from bulletin.mta.clock import SYSTEM_CLOCK, Clock
+from bulletin.mta.journal import Journal
 from bulletin.mta.ledger import (
     INTERRUPTED_REASON,
     NO_NEWS_REASON,
@@ -50,32 +61,37 @@ from bulletin.mta.ledger import (
     delivery_status,
     freeze_recipients,
     freeze_summary,
-    in_chunks,
     iter_recipients,
     recipients_by_variant,
-    record_outcomes,
+    recover_interrupted,
     retry_delay,
     sending_editions,
     unsettled,
 )
+from bulletin.mta.locks import SENDER_LOCK, holder_name, live_workers, sending_as, worker_alive
 from bulletin.mta.ratelimit import Limiter, Permit, limiter_for
-from bulletin.mta.smtp import Envelope, SmtpFailure, SmtpTransport, Transport
+from bulletin.mta.smtp import Envelope, SmtpConfigError, SmtpFailure, SmtpTransport, Transport
 
 __all__ = [
     "INTERRUPTED_REASON",
     "NO_NEWS_REASON",
+    "SENDER_LOCK",
+    "PreflightError",
     "Progress",
+    "SendInterrupted",
+    "SendOutcome",
     "SendReport",
     "delivery_counts",
     "delivery_status",
-    "finish_if_done",
     "freeze_recipients",
     "freeze_summary",
     "iter_recipients",
+    "preflight",
     "recipients_by_variant",
     "retry_delay",
     "retry_due",
     "run_send",
+    "send_edition",
     "sending_as",
     "sending_editions",
     "unsettled",
@@ -85,10 +101,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 D = DeliveryState
-SENDER_LOCK = "sender"
-HEARTBEAT_SECONDS = 5.0
-# A holder whose heartbeat is older than this is taken to be dead.
-STALE_AFTER = timedelta(seconds=30)
+# How often the driver looks at the journal when nothing happens (progress, stop).
+LOOK_EVERY = 0.25
+# The longest wait for a deferred retry between two looks at the ledger.
+IDLE_LOOK = 900.0
 
 
 @dataclass
@@ -100,183 +116,37 @@ class Progress:
     report: SendReport
 
 
-# ---------------------------------------------------------------------------
-# Holders: the SQLite sender lock and the PostgreSQL worker heartbeats
+class PreflightError(BulletinError):
+    """The DKIM key or the SMTP server failed the check made before a send starts."""
+
+
+class SendInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a send; ``report`` says what this run handed over before it stopped."""
+
+    def __init__(self, edition_id: int, report: SendReport) -> None:
+        super().__init__(f"send of edition {edition_id} interrupted")
+        self.edition_id = edition_id
+        self.report = report
 
 
 def worker_name(label: str = "sender") -> str:
-    """A name for this process: ``host:pid:label``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{label}"
-
-
-def _holder_is_alive(lock: Lock, now: datetime) -> bool:
-    host, _, rest = lock.holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host == socket.gethostname() and pid_text.isdigit():
-        pid = int(pid_text)
-        if pid == os.getpid():
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-    return now - lock.heartbeat_at < STALE_AFTER
-
-
-def _worker_alive(session: Session, holder: str) -> bool:
-    """Whether the PostgreSQL worker named ``holder`` still keeps its heartbeat."""
-    lock = session.get(Lock, f"worker:{holder}"[:80])
-    return lock is not None and lock.holder == holder and _holder_is_alive(lock, utcnow())
-
-
-class Holder:
-    """A row of ``locks`` kept fresh by a heartbeat thread while this process sends."""
-
-    def __init__(self, engine: Engine, name: str, holder: str, *, exclusive: bool) -> None:
-        self.engine = engine
-        self.name = name
-        self.holder = holder
-        self.exclusive = exclusive
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def acquire(self) -> None:
-        now = utcnow()
-        with transaction(self.engine) as session:
-            query = select(Lock).where(Lock.name == self.name)
-            if not is_sqlite(self.engine):
-                query = query.with_for_update()
-            lock = session.scalars(query).first()
-            if lock is not None and lock.holder != self.holder and self.exclusive and _holder_is_alive(lock, now):
-                seconds = int((now - lock.heartbeat_at).total_seconds())
-                raise Conflict(
-                    f"a send is in progress: {lock.holder} has held the sender lock since "
-                    f"{lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC (heartbeat {seconds}s ago); "
-                    "wait for it to finish, or stop that process first"
-                )
-            if lock is None:
-                session.add(Lock(name=self.name, holder=self.holder, acquired_at=now, heartbeat_at=now))
-            else:
-                lock.holder = self.holder
-                lock.acquired_at = now
-                lock.heartbeat_at = now
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.name}", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                with transaction(self.engine) as session:
-                    session.execute(
-                        update(Lock)
-                        .where(Lock.name == self.name, Lock.holder == self.holder)
-                        .values(heartbeat_at=utcnow())
-                    )
-            except Exception:  # a busy database must not kill the heartbeat; the next beat retries
-                log.warning("heartbeat of %s failed", self.name, exc_info=True)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        with transaction(self.engine) as session:
-            session.query(Lock).filter(Lock.name == self.name, Lock.holder == self.holder).delete()
-
-
-# Holders taken by this process, so that a command holding the lock can call run_send.
-_held: dict[tuple[str, str], int] = {}
-_held_lock = threading.Lock()
-
-
-@contextmanager
-def sending_as(engine: Engine, worker: str) -> Iterator[None]:
-    """Hold the right to send: the single sender lock on SQLite, a worker heartbeat on PostgreSQL.
-
-    Raises Conflict on SQLite when another live process holds the lock. Re-entrant within a process.
-    """
-    name = SENDER_LOCK if is_sqlite(engine) else f"worker:{worker}"[:80]
-    key = (engine.url.render_as_string(hide_password=True), name)
-    with _held_lock:
-        nested = _held.get(key, 0) > 0
-        if nested:
-            _held[key] += 1
-    if nested:
-        try:
-            yield
-        finally:
-            with _held_lock:
-                _held[key] -= 1
-        return
-    holder = Holder(engine, name, worker, exclusive=True)
-    holder.acquire()
-    with _held_lock:
-        _held[key] = 1
-    try:
-        yield
-    finally:
-        with _held_lock:
-            del _held[key]
-        holder.release()
-
-
-def recover_interrupted(engine: Engine, edition_id: int | None, worker: str) -> list[tuple[int, str]]:
-    """Put rows left in ``sending`` by a dead sender back in the queue, counting them uncertain.
-
-    Returns (delivery id, address) of each. On SQLite the caller holds the sender lock, so every
-    such row is a leftover; on PostgreSQL only rows of workers whose heartbeat stopped are.
-    """
-    now = utcnow()
-    with transaction(engine) as session:
-        query = (
-            select(Delivery.id, Subscriber.email, Delivery.claimed_by)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.state == D.SENDING)
-        )
-        if edition_id is not None:
-            query = query.where(Delivery.edition_id == edition_id)
-        rows = session.execute(query).all()
-        if not is_sqlite(engine):
-            live = {
-                lock.holder
-                for lock in session.scalars(select(Lock).where(Lock.name.like("worker:%")))
-                if _holder_is_alive(lock, now)
-            }
-            live.add(worker)
-            rows = [row for row in rows if row[2] not in live]
-        ids = [row[0] for row in rows]
-        for chunk in in_chunks(ids, 500):
-            statement = (
-                update(Delivery)
-                .where(Delivery.id.in_(chunk), Delivery.state == D.SENDING)
-                .values(
-                    state=D.PENDING,
-                    uncertain=Delivery.uncertain + 1,
-                    claimed_by=None,
-                    next_attempt_at=None,
-                    last_reply=INTERRUPTED_REASON,
-                    updated_at=now,
-                )
-            )
-            session.execute(statement)
-    return [(row[0], row[1]) for row in rows]
+    """A name for this process in the ledger and the locks: ``host:pid:label``."""
+    return holder_name(label)
 
 
 # ---------------------------------------------------------------------------
-# The engine
+# Message templates
 
 
 class _Templates:
     """Message templates of an edition's variants, built once each on first use."""
 
-    def __init__(self, engine: Engine, settings: Settings, edition_id: int) -> None:
+    def __init__(self, engine: Engine, settings: Settings, edition_id: int, signer: mail.DkimSigner | None) -> None:
         self.engine = engine
         self.settings = settings
         self.edition_id = edition_id
-        self.signer = mail.DkimSigner.from_settings(settings)
+        self.signer = signer
         self._cache: dict[int, mail.VariantTemplate] = {}
-        self._locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _feedback_id(self, language: str) -> str:
@@ -284,17 +154,12 @@ class _Templates:
         return f"{self.edition_id}.{language}:bulletin:newsletter:{self.settings.sender.list_id}"
 
     def get(self, variant_id: int) -> mail.VariantTemplate:
-        template = self._cache.get(variant_id)
-        if template is not None:
-            return template
-        # One lock per variant: a connection waits only for the template it needs.
+        # Only the personalising thread asks, but a lock keeps the cache safe for any caller.
         with self._lock:
-            lock = self._locks.setdefault(variant_id, threading.Lock())
-        with lock:
             template = self._cache.get(variant_id)
             if template is None:
                 template = self._cache[variant_id] = self._build(variant_id)
-        return template
+            return template
 
     def _build(self, variant_id: int) -> mail.VariantTemplate:
         with reading(self.engine) as session:
@@ -312,7 +177,41 @@ class _Templates:
             )
 
 
+def personalise(settings: Settings, template: mail.VariantTemplate, item: Claimed) -> bytes:
+    """One subscriber's copy of a variant, ready for DATA: the one place placeholders are filled."""
+    return template.personalise_for_smtp(
+        mail.Recipient(
+            email=item.email,
+            name=item.name,
+            message_id=item.message_id,
+            unsubscribe_url=links.subscriber_url(
+                settings, "unsubscribe", item.subscriber_id, item.email, item.link_nonce
+            ),
+            preferences_url=links.subscriber_url(
+                settings, "preferences", item.subscriber_id, item.email, item.link_nonce
+            ),
+            delivery_id=item.delivery_id,
+        )
+    )
+
+
+def envelope_sender(settings: Settings, item: Claimed) -> str:
+    """The envelope sender (MAIL FROM) of one delivery: its VERP bounce address."""
+    return mail.envelope_sender(settings, item.delivery_id)
+
+
+# ---------------------------------------------------------------------------
+# The connections
+
+
 TransportFactory = Callable[[Settings], Transport]
+
+
+@dataclass
+class _Held:
+    item: Claimed
+    data: bytes | BaseException
+    ticket: int = 0
 
 
 class _Connections:
@@ -328,19 +227,19 @@ class _Connections:
         templates: _Templates,
         limiter: Limiter,
         transport_factory: TransportFactory,
-        results: queue.Queue[Outcome | BaseException],
+        journal: Journal,
+        stop: threading.Event,
     ) -> None:
         self.settings = settings
         self.templates = templates
         self.limiter = limiter
         self.transport_factory = transport_factory
-        self.results = results
+        self.journal = journal
+        self.stop = stop
+        self.errors: list[BaseException] = []
         self.work: queue.Queue[Claimed | None] = queue.Queue()
         # A few messages ready per connection; bounded so memory does not grow with the batch.
-        self.ready: queue.Queue[tuple[Claimed, bytes | BaseException] | None] = queue.Queue(
-            maxsize=4 * settings.smtp.connections
-        )
-        self.stop = threading.Event()
+        self.ready: queue.Queue[_Held | None] = queue.Queue(maxsize=4 * settings.smtp.connections)
         self.connected_once = threading.Event()
         self.preparer = threading.Thread(target=self._prepare, name="personalise", daemon=True)
         self.threads = [
@@ -351,13 +250,9 @@ class _Connections:
             thread.start()
 
     def _release(self, item: Claimed) -> None:
-        self.results.put(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
+        self.journal.record(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
 
     def _prepare(self) -> None:
-        settings = self.settings
-        secret = settings.secret_key
-        base = settings.web.base_url.rstrip("/")
-        unsubscribe, preferences = base + links.PATHS["unsubscribe"], base + links.PATHS["preferences"]
         while True:
             item = self.work.get()
             if item is None:
@@ -368,73 +263,81 @@ class _Connections:
                 self._release(item)
                 continue
             try:
-                template = self.templates.get(item.variant_id)
-                data: bytes | BaseException = template.personalise_for_smtp(
-                    mail.Recipient(
-                        email=item.email,
-                        name=item.name,
-                        message_id=item.message_id,
-                        unsubscribe_url=unsubscribe
-                        + links.make_token(secret, "unsubscribe", item.subscriber_id, item.email, item.link_nonce),
-                        preferences_url=preferences
-                        + links.make_token(secret, "preferences", item.subscriber_id, item.email, item.link_nonce),
-                        delivery_id=item.delivery_id,
-                    )
-                )
+                data: bytes | BaseException = personalise(self.settings, self.templates.get(item.variant_id), item)
             except Exception as exc:  # reported by the connection that takes it
                 data = exc
-            self.ready.put((item, data))
+            self.ready.put(_Held(item, data))
+
+    def _take(self, held: deque[_Held], *, block: bool) -> bool:
+        """Add the next ready message to ``held``, its mark submitted at once; False at the end."""
+        try:
+            entry = self.ready.get(block=block)
+        except queue.Empty:
+            return True
+        if entry is None:
+            return False
+        if isinstance(entry.data, bytes) and not self.stop.is_set():
+            entry.ticket = self.journal.mark(entry.item)
+        held.append(entry)
+        return True
 
     def _run(self) -> None:
         transport = self.transport_factory(self.settings)
-        # The next entry, taken early so its envelope can go out with this one's end, and its permit.
-        ahead: list[tuple[Claimed, bytes | BaseException] | None] = []
+        # The message in hand and the one after it, whose mark is being committed meanwhile.
+        held: deque[_Held] = deque()
+        more = True
         permit_ahead: Permit | None = None
         try:
             while True:
-                entry = ahead.pop() if ahead else self.ready.get()
-                permit, permit_ahead = permit_ahead, None
-                if entry is None:
+                if not held and (not more or not self._take(held, block=True)):
                     return
-                item, data = entry
-                if self.stop.is_set():
-                    self._release(item)
-                    if permit is not None:
-                        self.limiter.settle(permit, used=False)
+                if more and len(held) == 1 and not self.stop.is_set():
+                    more = self._take(held, block=False)
+                entry = held.popleft()
+                permit, permit_ahead = permit_ahead, None
+                if self.stop.is_set() or (not entry.ticket and isinstance(entry.data, bytes)):
+                    self._give_back(entry, permit)
+                    continue
+                if isinstance(entry.data, BaseException):
+                    self._give_back(entry, permit)
+                    self._abort(entry.data)
+                    continue
+                # The mark of this message, and the answer to the one two before it, are durable.
+                if not self.journal.wait(entry.ticket):
+                    self._give_back(entry, permit)
                     continue
                 then = None
-                if isinstance(data, bytes):
-                    with suppress(queue.Empty):
-                        ahead.append(self.ready.get_nowait())
-                    following = ahead[0] if ahead else None
-                    # Announce it only if it is a message and the rate limit lets it go out now.
-                    if following is not None and isinstance(following[1], bytes):
-                        permit_ahead = self.limiter.permit_now()
-                        if permit_ahead is not None:
-                            then = Envelope(
-                                mail.envelope_sender(self.settings, following[0].delivery_id),
-                                following[0].email,
-                                len(following[1]),
-                            )
-                mail_from = mail.envelope_sender(self.settings, item.delivery_id)
-                outcome = self._send(transport, mail_from, item, data, permit=permit, then=then)
+                following = held[0] if held else None
+                mail_from = envelope_sender(self.settings, entry.item)
+                # Announce the next one only if it is a message and the rate limit lets it go out now.
+                if following is not None and isinstance(following.data, bytes) and following.ticket:
+                    permit_ahead = self.limiter.permit_now()
+                    if permit_ahead is not None:
+                        then = Envelope(
+                            envelope_sender(self.settings, following.item), following.item.email, len(following.data)
+                        )
+                outcome = self._send(transport, mail_from, entry.item, entry.data, permit=permit, then=then)
                 if outcome is not None:
-                    self.results.put(outcome)
+                    self.journal.record(outcome)
         finally:
             if permit_ahead is not None:
                 self.limiter.settle(permit_ahead, used=False)
-            for leftover in ahead:
-                if leftover is not None:
-                    self._release(leftover[0])
+            for leftover in held:
+                self._release(leftover.item)
             with suppress(Exception):
                 transport.close()
+
+    def _give_back(self, entry: _Held, permit: Permit | None) -> None:
+        self._release(entry.item)
+        if permit is not None:
+            self.limiter.settle(permit, used=False)
 
     def _send(
         self,
         transport: Transport,
         mail_from: str,
         item: Claimed,
-        data: bytes | BaseException,
+        data: bytes,
         *,
         permit: Permit | None,
         then: Envelope | None,
@@ -442,8 +345,6 @@ class _Connections:
         """Hand one message over; return its outcome, or None when the whole send must stop."""
         handed_over = False
         try:
-            if isinstance(data, BaseException):
-                raise data
             if permit is None:
                 permit = self.limiter.permit(self.stop)
                 if permit is None:
@@ -457,7 +358,8 @@ class _Connections:
         except SmtpFailure as failure:
             if failure.stage == "connect" and failure.temporary and not self.connected_once.is_set():
                 # The server cannot be reached at all: stop rather than defer every row.
-                self._abort(item, BulletinError(f"SMTP server unreachable: {failure.reply}"))
+                self._release(item)
+                self._abort(BulletinError(f"SMTP server unreachable: {failure.reply}"))
                 return None
             return Outcome(
                 item.delivery_id,
@@ -468,25 +370,31 @@ class _Connections:
                 bounce=failure.is_recipient_bounce,
             )
         except BulletinError as exc:  # SMTP settings to fix, an unreadable DKIM key, a missing variant
-            self._abort(item, exc)
+            self._release(item)
+            self._abort(exc)
         except Exception as exc:  # a bug must not leave the row claimed forever
             log.exception("sending to %s failed", item.email)
-            self._abort(item, exc)
+            self._release(item)
+            self._abort(exc)
         finally:
             if permit is not None:
                 self.limiter.settle(permit, used=handed_over)
         return None
 
-    def _abort(self, item: Claimed, error: BaseException) -> None:
-        self._release(item)
-        self.results.put(error)
+    def _abort(self, error: BaseException) -> None:
+        self.errors.append(error)
         self.stop.set()
 
     def shutdown(self) -> None:
+        self.stop.set()
         self.work.put(None)
         self.preparer.join()
         for thread in self.threads:
             thread.join()
+
+
+# ---------------------------------------------------------------------------
+# Running a send
 
 
 def _total(engine: Engine, edition_id: int) -> tuple[int, int]:
@@ -496,7 +404,7 @@ def _total(engine: Engine, edition_id: int) -> tuple[int, int]:
     return total, counts["sent"] + counts["failed"] + counts["skipped"]
 
 
-def _next_due(engine: Engine, edition_id: int) -> datetime | None:
+def _next_due(engine: Engine, edition_id: int) -> Any:
     with reading(engine) as session:
         return session.scalar(
             select(func.min(Delivery.next_attempt_at)).where(
@@ -511,6 +419,11 @@ def _note_recovered(report: SendReport, recovered: list[tuple[int, str]]) -> Non
     report.uncertain_addresses += [email for _, email in recovered[:room]]
 
 
+def _recover(engine: Engine, edition_id: int, worker: str, clock: Clock) -> list[tuple[int, str]]:
+    live = None if is_sqlite(engine) else live_workers
+    return recover_interrupted(engine, edition_id, worker, live=live, clock=clock)
+
+
 def run_send(
     engine: Engine,
     settings: Settings,
@@ -521,46 +434,52 @@ def run_send(
     progress: Callable[[Progress], None] | None = None,
     transport_factory: TransportFactory = SmtpTransport,
     limiter: Limiter | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    signer: mail.DkimSigner | None = None,
 ) -> SendReport:
     """Send every due delivery of the edition; stop when none is due or the edition is halted.
 
     With ``wait_for_retries`` it also waits for deferred deliveries to come due and sends them,
-    until every row is settled. Raises Conflict if another sender holds the SQLite lock, and
+    until every row is settled. Raises Conflict if another sender holds the SQLite lock,
     BulletinError when the SMTP settings are wrong or the server cannot be reached (the rows
-    not yet attempted go back to the queue untouched).
+    not yet handed over go back to the queue untouched), and :class:`SendInterrupted` on Ctrl-C
+    once everything known has been written down.
     """
     with reading(engine) as session:
-        edition = session.get(Edition, edition_id)
-        if edition is None:
+        if session.get(Edition, edition_id) is None:
             raise NotFound(f"no edition {edition_id}")
-    started = time.monotonic()
+    started = clock.monotonic()
     report = SendReport(editions=[edition_id])
     with sending_as(engine, worker):
-        _note_recovered(report, recover_interrupted(engine, edition_id, worker))
-        templates = _Templates(engine, settings, edition_id)
-        results: queue.Queue[Outcome | BaseException] = queue.Queue()
+        _note_recovered(report, _recover(engine, edition_id, worker, clock))
+        templates = _Templates(engine, settings, edition_id, signer or mail.DkimSigner.from_settings(settings))
+        stop = threading.Event()
+        journal = Journal(engine, settings, edition_id, worker, report, stop, clock)
         # On PostgreSQL the limit is shared with every other worker through the database.
-        own_limiter = limiter or limiter_for(engine, settings, worker, holder_alive=_worker_alive)
-        connections = _Connections(settings, templates, own_limiter, transport_factory, results)
-        pending: list[Outcome] = []
+        own_limiter = limiter or limiter_for(engine, settings, worker, holder_alive=worker_alive, clock=clock)
+        connections = _Connections(settings, templates, own_limiter, transport_factory, journal, stop)
         try:
             _drive(
-                engine, settings, edition_id, worker, connections, results, pending, report, progress, wait_for_retries
+                engine, settings, edition_id, worker, connections, journal, report, progress, wait_for_retries, clock
             )
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
         finally:
             # Interrupted or done: let each connection finish its message, then write down everything known.
-            connections.stop.set()
             connections.shutdown()
-            while not results.empty():
-                item = results.get()
-                if isinstance(item, Outcome):
-                    pending.append(item)
-            try:
-                record_outcomes(engine, settings, pending, worker, report)
-            finally:
-                if limiter is None:
-                    own_limiter.close()
-    report.elapsed = time.monotonic() - started
+            journal.close()
+            if limiter is None:
+                own_limiter.close()
+        report.elapsed = clock.monotonic() - started
+        report.commits += journal.commits
+        if interrupted:
+            raise SendInterrupted(edition_id, report)
+        if journal.failure is not None:
+            raise BulletinError(f"the ledger could not be written: {journal.failure}") from journal.failure
+        if connections.errors:
+            raise connections.errors[0]
     return report
 
 
@@ -570,92 +489,95 @@ def _drive(
     edition_id: int,
     worker: str,
     connections: _Connections,
-    results: queue.Queue[Outcome | BaseException],
-    pending: list[Outcome],
+    journal: Journal,
     report: SendReport,
     progress: Callable[[Progress], None] | None,
     wait_for_retries: bool,
+    clock: Clock,
 ) -> None:
     batch_size = max(settings.delivery.batch_size, 1)
     total, done = _total(engine, edition_id) if progress else (0, 0)
-    in_flight = 0
+    claimed_count = 0
     exhausted = False
-    failure: BaseException | None = None
-    last_write = time.monotonic()
+    last_progress = clock.monotonic()
+    idle = threading.Event()
     while True:
+        with journal.changed:
+            in_flight = claimed_count - journal.resolved
+            settled = journal.settled
+        if journal.failure is not None:
+            return
+        stopping = connections.stop.is_set()
         # Keep the connections fed: claim the next batch while the current one is being sent.
-        if not exhausted and not report.halted and failure is None and in_flight <= batch_size // 2:
-            claimed, skipped, halted = claim_batch(engine, edition_id, worker, batch_size)
+        if not exhausted and not stopping and in_flight <= batch_size // 2:
+            claimed, skipped, halted = claim_batch(engine, settings, edition_id, worker, batch_size, clock=clock)
             report.skipped += skipped
             done += skipped
             if halted:
                 report.halted = True
+                connections.stop.set()
             elif not claimed:
                 # On PostgreSQL a worker may have died meanwhile: take over its rows before stopping.
-                recovered = [] if is_sqlite(engine) else recover_interrupted(engine, edition_id, worker)
+                recovered = [] if is_sqlite(engine) else _recover(engine, edition_id, worker, clock)
                 _note_recovered(report, recovered)
                 exhausted = not recovered
             for item in claimed:
                 connections.work.put(item)
+            claimed_count += len(claimed)
             in_flight += len(claimed)
+            if claimed:
+                continue
+        if progress and clock.monotonic() - last_progress >= LOOK_EVERY:
+            progress(Progress(total=total, done=done + settled, report=report))
+            last_progress = clock.monotonic()
         if in_flight == 0:
-            if pending:
-                record_outcomes(engine, settings, pending, worker, report)
-                pending.clear()
-            if failure is not None:
-                raise failure
-            if report.halted or not wait_for_retries:
+            if progress:
+                progress(Progress(total=total, done=done + settled, report=report))
+            if connections.stop.is_set() or not wait_for_retries:
                 return
             # Idle until retries come due: hold no permits another worker could use.
             connections.limiter.flush()
-            # Everything due is done; wait for the next deferred row to come due.
             next_due = _next_due(engine, edition_id)
             if next_due is None:
                 return
-            time.sleep(min(max((next_due - utcnow()).total_seconds(), 0.05), 5.0))
+            # Long enough for an hourly retry in a few looks, short enough to notice a cancelled edition.
+            clock.wait(idle, min(max((next_due - clock.now()).total_seconds(), 0.0), IDLE_LOOK))
             exhausted = False
             continue
-        result: Outcome | BaseException | None
-        try:
-            result = results.get(timeout=0.2)
-        except queue.Empty:
-            result = None
-        while result is not None:
-            if isinstance(result, BaseException):
-                failure = failure or result
-            else:
-                pending.append(result)
-                in_flight -= 1
-                if result.kind in ("sent", "permanent"):
-                    done += 1
-            try:
-                result = results.get_nowait()
-            except queue.Empty:
-                result = None
-        if pending and (len(pending) >= 200 or time.monotonic() - last_write > 0.25 or in_flight == 0):
-            record_outcomes(engine, settings, pending, worker, report)
-            pending.clear()
-            last_write = time.monotonic()
-            if progress:
-                progress(Progress(total=total, done=done, report=report))
+        with journal.changed:
+            if claimed_count - journal.resolved == in_flight and not connections.stop.is_set():
+                journal.changed.wait(LOOK_EVERY)
 
 
-def retry_due(engine: Engine, settings: Settings, *, worker: str | None = None) -> SendReport:
-    """Send the deliveries now due (deferred retries, resumed rows) of every edition that is sending."""
-    report = SendReport()
-    for edition_id in sending_editions(engine):
-        try:
-            report.merge(run_send(engine, settings, edition_id, worker=worker or worker_name("retry")))
-        except Conflict as exc:
-            # Another process is sending (SQLite): it will retry these itself.
-            log.info("edition %s: retries left to the running sender: %s", edition_id, exc)
-    return report
+# ---------------------------------------------------------------------------
+# Pre-flight and the one send path
 
 
-def finish_if_done(engine: Engine, edition_id: int, actor: str) -> EditionStatus:
-    """Mark the edition sent when nothing is left to send; return its status."""
-    with transaction(engine) as session:
-        return finish_sending(session, edition_id, actor).status
+def preflight(settings: Settings, transport_factory: TransportFactory = SmtpTransport) -> mail.DkimSigner | None:
+    """Load the DKIM key and open, authenticate and close one SMTP connection; return the signer.
+
+    Raises PreflightError with one line saying what to fix.
+    """
+    try:
+        signer = mail.DkimSigner.from_settings(settings)
+    except BulletinError as exc:
+        # One line, whatever the signing library said.
+        where = f" (dkim.key_path = {settings.dkim.key_path})" if settings.dkim.key_path else ""
+        raise PreflightError(f"DKIM: {' '.join(str(exc).split())}{where}") from None
+    transport = transport_factory(settings)
+    opener = getattr(transport, "open", None)
+    try:
+        if opener is not None:
+            opener()
+    except SmtpConfigError as exc:
+        raise PreflightError(f"SMTP: {' '.join(str(exc).split())}") from None
+    except SmtpFailure as failure:
+        reply = " ".join(failure.reply.split())
+        raise PreflightError(f"SMTP server {settings.smtp.host}:{settings.smtp.port}: {reply}") from None
+    finally:
+        with suppress(Exception):
+            transport.close()
+    return signer
 
 
 @dataclass
@@ -667,22 +589,119 @@ class SendOutcome:
     status: EditionStatus
     report: SendReport | None = None
     refused: str | None = None
+    # Rows added by freezing the list now (0 when resuming), and subscribers left out per variant key.
+    added: int = 0
+    without_variant: dict[str, int] = field(default_factory=dict)
+    # Seconds the approval check, the pre-flight and freezing took before sending began.
+    check_seconds: float = 0.0
+    preflight_seconds: float = 0.0
+    freeze_seconds: float = 0.0
 
 
-def send_edition(engine: Engine, settings: Settings, edition_id: int, *, actor: str, worker: str) -> SendOutcome:
-    """Start (or resume) an approved edition and send it: verify, freeze recipients, send, finish.
+def send_edition(
+    engine: Engine,
+    settings: Settings,
+    edition_id: int,
+    *,
+    actor: str,
+    worker: str,
+    wait_for_retries: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    lock: Callable[[], AbstractContextManager[Any]] | None = None,
+    on_frozen: Callable[[SendOutcome], None] | None = None,
+    preflight_checked: bool = False,
+    transport_factory: TransportFactory = SmtpTransport,
+    clock: Clock = SYSTEM_CLOCK,
+) -> SendOutcome:
+    """Start (or resume) an approved, scheduled or sending edition and send it.
 
-    Each step is its own short transaction; no transaction is held while talking SMTP.
+    The steps, each its own short transaction and none held while talking SMTP: check the
+    approval against the stored content hashes, the render fingerprint and the planned variants,
+    re-rendering only an edition touched since its last full check (a void approval is recorded
+    and the send refused); pre-flight (DKIM key, one SMTP login); move the edition to
+    ``sending`` and freeze its list; send; mark it sent once every row is settled. A pre-flight
+    failure raises PreflightError and leaves the edition as it was. ``lock`` is the right to
+    send (default: :func:`~bulletin.mta.locks.sending_as` for ``worker``; the caller may
+    already hold it); ``on_frozen`` is told how many rows were frozen before sending begins;
+    ``preflight_checked`` skips the SMTP login when the caller just made it (the worker, at start).
     """
-    with transaction(engine) as session:
-        edition = get_edition(session, edition_id)
-        problems = refresh_approval(session, settings, edition, actor=actor)
+    held = lock() if lock is not None else sending_as(engine, worker)
+    with held:
+        began = clock.monotonic()
+        # Re-rendered only if someone touched the edition since its last full check, in a reading
+        # session; a void is recorded in a transaction of its own.
+        problems = record_void(engine, settings, edition_id, actor=actor, full=None)
+        with reading(engine) as session:
+            status = get_edition(session, edition_id).status
         if problems:
-            return SendOutcome(edition_id, False, edition.status, refused="approval void: " + "; ".join(problems))
-    with transaction(engine) as session:
-        edition = start_sending(session, settings, edition_id, actor)
-        freeze_recipients(session, settings, edition)
-    report = run_send(engine, settings, edition_id, worker=worker)
-    with transaction(engine) as session:
-        edition = finish_sending(session, edition_id, actor)
-        return SendOutcome(edition_id, True, edition.status, report=report)
+            return SendOutcome(edition_id, False, status, refused="approval void: " + "; ".join(problems))
+        if status not in (EditionStatus.APPROVED, EditionStatus.SCHEDULED, EditionStatus.SENDING):
+            # Refused with the workflow's own line, before anything is contacted.
+            with transaction(engine) as session:
+                start_sending(session, settings, edition_id, actor)
+        checked = clock.monotonic()
+        if preflight_checked:
+            signer = mail.DkimSigner.from_settings(settings)
+        else:
+            signer = preflight(settings, transport_factory)
+        flown = clock.monotonic()
+        with transaction(engine) as session:
+            edition = start_sending(session, settings, edition_id, actor)
+            added = freeze_recipients(session, settings, edition, clock=clock)
+            summary = freeze_summary(session, edition_id) or {}
+        outcome = SendOutcome(
+            edition_id,
+            True,
+            EditionStatus.SENDING,
+            added=added,
+            without_variant=dict(summary.get("unmatched") or {}),
+            check_seconds=checked - began,
+            preflight_seconds=flown - checked,
+            freeze_seconds=clock.monotonic() - flown,
+        )
+        if on_frozen is not None:
+            on_frozen(outcome)
+        outcome.report = run_send(
+            engine,
+            settings,
+            edition_id,
+            worker=worker,
+            wait_for_retries=wait_for_retries,
+            progress=progress,
+            transport_factory=transport_factory,
+            clock=clock,
+            signer=signer,
+        )
+        with transaction(engine) as session:
+            outcome.status = finish_sending(session, edition_id, actor).status
+        return outcome
+
+
+def retry_due(
+    engine: Engine,
+    settings: Settings,
+    *,
+    worker: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    transport_factory: TransportFactory = SmtpTransport,
+) -> SendReport:
+    """Send the deliveries now due (deferred retries, resumed rows) of every edition that is sending."""
+    report = SendReport()
+    for edition_id in sending_editions(engine):
+        try:
+            outcome = send_edition(
+                engine,
+                settings,
+                edition_id,
+                actor="scheduler",
+                worker=worker or worker_name("retry"),
+                transport_factory=transport_factory,
+                clock=clock,
+            )
+        except Conflict as exc:
+            # Another process is sending (SQLite): it will retry these itself.
+            log.info("edition %s: retries left to the running sender: %s", edition_id, exc)
+            continue
+        if outcome.report is not None:
+            report.merge(outcome.report)
+    return report

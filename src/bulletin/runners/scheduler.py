@@ -14,16 +14,14 @@ due edition goes out exactly once however often the tick runs.
 
 Only one scheduler may run per database: it holds the ``scheduler`` row of the ``locks`` table
 and renews its heartbeat; a second one is refused and told which process holds it. A lock whose
-holder stopped renewing it (or whose process on this machine is gone) is taken over.
+holder is not alive by the one rule of :mod:`bulletin.mta.locks` (heartbeat stopped, or its
+process on this machine gone or its pid reused) is taken over.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import secrets
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +30,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psutil
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -40,19 +37,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine
 
 from bulletin.app import editions, workflow
 from bulletin.app.editions import get_edition
 from bulletin.compose.approval import record_void
 from bulletin.config import Settings
 from bulletin.db import reading, transaction
-from bulletin.errors import BulletinError, Conflict
+from bulletin.errors import BulletinError
 from bulletin.i18n import format_local
-from bulletin.models import Lock, utcnow
+from bulletin.models import Lock
+from bulletin.mta import locks
 from bulletin.mta.inbox import fetch_imap
 from bulletin.mta.ledger import sending_editions
+from bulletin.mta.locks import SCHEDULER_LOCK, LockHeld, describe_holder, holder_name
 from bulletin.mta.notices import void_notice_message
 from bulletin.mta.review import send_review
 from bulletin.mta.sender import retry_due, send_edition
@@ -62,7 +60,22 @@ from bulletin.runners.cron import CronError, crontab_trigger
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "scheduler"
+__all__ = [
+    "BulletinScheduler",
+    "LockHeld",
+    "TickReport",
+    "acquire_lock",
+    "current_holder",
+    "describe_holder",
+    "make_holder",
+    "periodic_edition",
+    "release_lock",
+    "renew_lock",
+    "running_scheduler",
+    "tick",
+]
+
+LOCK_NAME = SCHEDULER_LOCK
 JOBS_TABLE = "apscheduler_jobs"
 PERIODIC_JOB = "bulletin-periodic-edition"
 TICK_JOB = "bulletin-tick"
@@ -71,45 +84,14 @@ BOUNCE_FETCH_JOB = "bulletin-bounce-fetch"
 
 
 # ---------------------------------------------------------------------------
-# The one-scheduler-per-database lock
+# The one-scheduler-per-database lock (one rule for every lock: bulletin.mta.locks)
 
-
-class LockHeld(Conflict):
-    """Another live process holds the scheduler lock."""
+REFUSAL = "another scheduler is running on this database"
 
 
 def make_holder() -> str:
-    """An identity for this process: host, pid and a random tag (pids get reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def describe_holder(holder: str) -> str:
-    """``pid 1234 on host`` for a holder string made by :func:`make_holder`."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    return f"pid {pid} on {host}" if pid.isdigit() else holder
-
-
-def _holder_gone(lock: Lock) -> bool:
-    """True when the holder ran on this machine and its process no longer exists."""
-    host, _, rest = lock.holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return True
-        # A process started after the lock was taken is a new one that reused the pid.
-        started: float = process.create_time()
-        return started > lock.acquired_at.timestamp() + 1
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
+    """An identity for this process: host, pid and a random tag (two schedulers in one process differ)."""
+    return holder_name("scheduler", unique=True)
 
 
 def acquire_lock(
@@ -117,64 +99,28 @@ def acquire_lock(
     holder: str,
     *,
     name: str = LOCK_NAME,
-    stale_after: float = 60.0,
+    stale_after: float = locks.STALE_AFTER,
     now: datetime | None = None,
 ) -> str | None:
-    """Take the named lock; return the previous holder if it was taken over, else None.
+    """Take the scheduler lock; return the previous holder if it was taken over, else None.
 
     Raises LockHeld naming the live holder when another process has it.
     """
-    moment = now or utcnow()
-    try:
-        with transaction(engine) as session:
-            # FOR UPDATE serialises two takeovers on PostgreSQL; SQLite's write transaction already does.
-            lock = session.scalars(select(Lock).where(Lock.name == name).with_for_update()).first()
-            if lock is None:
-                session.add(Lock(name=name, holder=holder, acquired_at=moment, heartbeat_at=moment))
-                return None
-            if lock.holder == holder:
-                lock.heartbeat_at = moment
-                return None
-            silent = (moment - lock.heartbeat_at).total_seconds()
-            if silent <= stale_after and not _holder_gone(lock):
-                raise LockHeld(
-                    f"another scheduler is running on this database: {describe_holder(lock.holder)}, "
-                    f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC (last heartbeat {max(silent, 0):.0f} s ago)"
-                )
-            previous = lock.holder
-            lock.holder = holder
-            lock.acquired_at = moment
-            lock.heartbeat_at = moment
-            return previous
-    except IntegrityError:
-        # Another process inserted the row at the same moment (PostgreSQL); it holds the lock.
-        with reading(engine) as session:
-            lock = session.get(Lock, name)
-            who = describe_holder(lock.holder) if lock else "another process"
-        raise LockHeld(f"another scheduler is running on this database: {who}") from None
+    return locks.acquire(engine, name, holder, refusal=REFUSAL, stale_after=stale_after, now=now)
 
 
 def renew_lock(engine: Engine, holder: str, *, name: str = LOCK_NAME, now: datetime | None = None) -> bool:
     """Refresh the heartbeat; False when the lock now belongs to someone else."""
-    with transaction(engine) as session:
-        lock = session.get(Lock, name)
-        if lock is None or lock.holder != holder:
-            return False
-        lock.heartbeat_at = now or utcnow()
-        return True
+    return locks.renew(engine, name, holder, now=now)
 
 
 def release_lock(engine: Engine, holder: str, *, name: str = LOCK_NAME) -> None:
     """Give the lock up if this holder still has it."""
-    with transaction(engine) as session:
-        lock = session.get(Lock, name)
-        if lock is not None and lock.holder == holder:
-            session.delete(lock)
+    locks.release(engine, name, holder)
 
 
 def current_holder(engine: Engine, *, name: str = LOCK_NAME) -> Lock | None:
-    with reading(engine) as session:
-        return session.get(Lock, name)
+    return locks.current_holder(engine, name)
 
 
 # ---------------------------------------------------------------------------
@@ -213,7 +159,8 @@ def tick(
         try:
             with reading(engine) as session:
                 touched = get_edition(session, edition_id).updated_at
-            full = checked is None or checked.get(edition_id) != touched
+            # Without a cache of its own, the edition's record of its last full check decides.
+            full = None if checked is None else checked.get(edition_id) != touched
             # Rendered in a reading session; a void is committed in its own transaction.
             problems = record_void(engine, settings, edition_id, actor="scheduler", full=full)
         except BulletinError as exc:

@@ -1,0 +1,231 @@
+"""The sender's journal: one writer thread committing hand-over marks and the server's answers.
+
+Connections submit what they need written (a ``handed_at`` mark before a message's data, the
+server's answer after it) and get a ticket; the writer commits whatever is waiting, back to back
+(group commit), and wakes the waiters once their ticket is durable. Each commit also reads the
+edition's status, so a pause or a cancel stops the marks within one commit. The hot path (marks
+and ``sent`` answers) goes through :class:`HandoverWriter`, one DBAPI connection and three
+prepared statements; anything else through :func:`bulletin.mta.ledger.write_outcomes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import suppress
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from bulletin.config import Settings
+from bulletin.db import is_sqlite, transaction
+from bulletin.models.base import UTCDateTime
+from bulletin.mta.clock import Clock
+from bulletin.mta.ledger import HALTED, Claimed, Outcome, SendReport, is_halted, mark_handed, write_outcomes
+
+log = logging.getLogger(__name__)
+
+
+class HandoverWriter:
+    """The hot path of the sender's journal: marks and ``sent`` answers in one short raw transaction.
+
+    At thousands of messages a second, a commit happens every couple of messages; statements
+    built and run through the ORM would cost more than the commit itself. This writer keeps one
+    DBAPI connection and three prepared statements (the edition's status, the marks, the answers).
+    Anything else (deferrals, failures, bounces, released rows) goes through :func:`write_outcomes`.
+    """
+
+    def __init__(self, engine: Engine, edition_id: int, worker: str) -> None:
+        self.edition_id = edition_id
+        self.worker = worker
+        self.sqlite = is_sqlite(engine)
+        self.raw = engine.raw_connection()
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._stamp = UTCDateTime().bind_processor(engine.dialect)
+        self._status_sql = f"SELECT status FROM editions WHERE id = {mark}"
+        self._mark_sql = (
+            f"UPDATE deliveries SET handed_at = {mark}, message_id = {mark} "
+            f"WHERE id = {mark} AND state = 'sending' AND claimed_by = {mark}"
+        )
+        self._sent_sql = (
+            f"UPDATE deliveries SET state = 'sent', attempts = attempts + 1, last_reply = {mark}, "
+            f"sent_at = {mark}, updated_at = {mark}, claimed_by = NULL, next_attempt_at = NULL "
+            f"WHERE id = {mark} AND state = 'sending' AND claimed_by = {mark}"
+        )
+        self._halted_values = {status.value for status in HALTED}
+
+    def commit(self, marks: list[Claimed], sent: list[Outcome], now: datetime) -> bool:
+        """Read the status, write the marks (unless halted) and the answers, commit; return halted."""
+        when: Any = self._stamp(now) if self._stamp else now
+        cursor = self.raw.cursor()
+        try:
+            if self.sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(self._status_sql, (self.edition_id,))
+            row = cursor.fetchone()
+            halted = row is not None and row[0] in self._halted_values
+            if marks and not halted:
+                cursor.executemany(self._mark_sql, [(when, c.message_id, c.delivery_id, self.worker) for c in marks])
+            if sent:
+                cursor.executemany(
+                    self._sent_sql, [(o.reply[:1000], when, when, o.delivery_id, self.worker) for o in sent]
+                )
+            if self.sqlite:
+                cursor.execute("COMMIT")
+            else:
+                self.raw.commit()
+            return halted
+        except BaseException:
+            with suppress(Exception):
+                if self.sqlite:
+                    cursor.execute("ROLLBACK")
+                else:
+                    self.raw.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.raw.close()
+
+
+class Journal:
+    """Commits ``handed_at`` marks and the server's answers as they come, in group commits.
+
+    Callers get a ticket for what they submit; :meth:`wait` returns once that ticket is
+    durable. Each commit also reads the edition's status: once it is halted, marks are refused
+    (waiters get False) and ``stop`` is set.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        edition_id: int,
+        worker: str,
+        report: SendReport,
+        stop: threading.Event,
+        clock: Clock,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.edition_id = edition_id
+        self.worker = worker
+        self.report = report
+        self.stop = stop
+        self.clock = clock
+        # One lock, two conditions: submitters wake only the writer, a commit wakes the waiters.
+        guard = threading.Lock()
+        self.changed = threading.Condition(guard)
+        self._work = threading.Condition(guard)
+        self._marks: list[Claimed] = []
+        self._outcomes: list[Outcome] = []
+        self._issued = 0
+        self._durable = 0
+        self._closing = False
+        self.halted = False
+        self.failure: BaseException | None = None
+        # Outcomes committed (released ones included), and those that settle a row (sent, failed).
+        self.resolved = 0
+        self.settled = 0
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
+
+    def mark(self, item: Claimed) -> int:
+        with self._work:
+            self._marks.append(item)
+            self._issued += 1
+            self._work.notify()
+            return self._issued
+
+    def record(self, outcome: Outcome) -> int:
+        with self._work:
+            self._outcomes.append(outcome)
+            self._issued += 1
+            self._work.notify()
+            return self._issued
+
+    def wait(self, ticket: int) -> bool:
+        """Wait until ``ticket`` is durable; False if marks are refused (halted) or writing failed."""
+        with self.changed:
+            while self._durable < ticket and self.failure is None:
+                self.changed.wait()
+            return self.failure is None and not self.halted
+
+    def close(self) -> None:
+        """Commit what is waiting and stop the writer."""
+        with self._work:
+            self._closing = True
+            self._work.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        writer: HandoverWriter | None = None
+        try:
+            writer = HandoverWriter(self.engine, self.edition_id, self.worker)
+            while True:
+                with self._work:
+                    while not (self._marks or self._outcomes or self._closing):
+                        self._work.wait()
+                    if not (self._marks or self._outcomes):
+                        return
+                    marks, self._marks = self._marks, []
+                    outcomes, self._outcomes = self._outcomes, []
+                    upto = self._issued
+                halted, counted = self._commit(writer, marks, outcomes)
+                self.report.merge(counted)
+                settled = counted.sent + counted.failed
+                with self.changed:
+                    self._durable = upto
+                    self.commits += 1
+                    self.resolved += len(outcomes)
+                    self.settled += settled
+                    if halted and not self.halted:
+                        self.halted = True
+                        self.report.halted = True
+                        self.stop.set()
+                    self.changed.notify_all()
+        except BaseException as exc:  # the rows stay claimed: the next run sorts them out by the ledger's rule
+            log.exception("the sender could not write to the ledger")
+            with self.changed:
+                self.failure = exc
+                self.stop.set()
+                self.changed.notify_all()
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _commit(self, writer: HandoverWriter, marks: list[Claimed], outcomes: list[Outcome]) -> tuple[bool, SendReport]:
+        """One transaction: the status, the marks (unless halted) and the outcomes; retried if the database is busy."""
+        counted = SendReport()
+        for attempt in range(5):
+            try:
+                now = self.clock.now()
+                if all(o.kind == "sent" for o in outcomes):
+                    halted = writer.commit(marks, outcomes, now)
+                    counted.sent = len(outcomes)
+                    return halted, counted
+                with transaction(self.engine) as session:
+                    halted = is_halted(session, self.edition_id)
+                    if not halted:
+                        mark_handed(session, marks, self.worker, now)
+                    # A fresh report: counted only once the commit holds.
+                    counted = SendReport()
+                    write_outcomes(session, self.settings, outcomes, self.worker, counted, now)
+                return halted, counted
+            except OperationalError:
+                if attempt == 4:
+                    raise
+                log.warning("the ledger is busy; writing again", exc_info=True)
+                self.clock.sleep(0.05 * (attempt + 1))
+            except Exception as exc:
+                # A driver's own "database is locked" (raw connection) is retried the same way.
+                if attempt == 4 or "locked" not in str(exc):
+                    raise
+                log.warning("the ledger is busy; writing again", exc_info=True)
+                self.clock.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
