@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from bulletin.app.csv_cells import escape_cell
+from bulletin.app.csv_cells import escape_cell, unescape_cell
 from bulletin.cli import cli
 from bulletin.db import make_engine, reading
 from bulletin.models import NewsItem, Subscriber
@@ -32,7 +32,9 @@ from bulletin.news.errors import SourceError
 from bulletin.news.feeds import fetch_feed
 
 LONG_NAME = "x" * 5000
-FORMULAS = ['=HYPERLINK("http://evil.example/","click")', "+SUM(1;2)", "@SUM(A1)", "-2+3", "'=kept as typed"]
+# Names in the database (a name holding "@" is refused at input since the opt-in hardening, so
+# the "@" formula is checked on the cell functions alone below).
+FORMULAS = ['=HYPERLINK("http://evil.example/","click")', "+SUM(1;2)", "-2+3", "'=kept as typed"]
 TIMEOUT = 60
 
 
@@ -775,7 +777,7 @@ def test_formula_cells_are_escaped_on_export_and_restored_on_import(project: Pro
     exported = project.root / "export.csv"
     assert run_cli(project, ["subscribers", "export", str(exported)])[0] == 0
     text = exported.read_text(encoding="utf-8")
-    assert "'=HYPERLINK(" in text and "'+SUM(1;2)" in text and "'@SUM(A1)" in text and "'-2+3" in text
+    assert "'=HYPERLINK(" in text and "'+SUM(1;2)" in text and "'-2+3" in text
     assert "''=kept as typed" in text
     for line in text.splitlines()[1:]:
         name = line.split(",", 2)[1].strip('"')
@@ -794,6 +796,13 @@ def test_formula_cells_are_escaped_on_export_and_restored_on_import(project: Pro
     again = tmp_path / "again.csv"
     assert run_cli(other, ["subscribers", "export", str(again)])[0] == 0
     assert again.read_bytes() == exported.read_bytes()
+
+
+def test_every_formula_lead_is_escaped_and_restored() -> None:
+    for value in ("@SUM(A1)", "=1+1", "+1", "-1", "\tx", "\rx", "'quoted"):
+        assert escape_cell(value).startswith("'")
+        assert unescape_cell(escape_cell(value)) == value
+    assert escape_cell("Ana") == "Ana"
 
 
 def test_report_cells_are_escaped(project: Project) -> None:

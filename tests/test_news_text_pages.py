@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from bulletin.news.errors import SourceError
 from bulletin.news.text_pages import read_text_page, split_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "news"
@@ -218,3 +221,12 @@ def test_a_page_header_followed_by_items_is_not_an_item() -> None:
 
     assert "Centre news" not in [draft.title for draft in drafts]
     assert all("Centre news" not in repr(draft.body) for draft in drafts)
+
+
+def test_an_impossible_date_line_is_reported_not_replaced_by_another_date() -> None:
+    page = (
+        "Rencontre du réseau de prévention\n\nDate : 2025-13-45\n\n"
+        "Le 3 mars, le Centre a réuni ses partenaires du réseau. Les échanges ont porté sur la prévention.\n"
+    )
+    with pytest.raises(SourceError, match="'2025-13-45' is not a real date"):
+        read_text_page(page, "page.txt")

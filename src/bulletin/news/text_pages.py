@@ -217,6 +217,9 @@ def split_page(text: str, timezone: str = "UTC") -> list[PageItem]:
                     name, value = meta
                     if name == "date":
                         item.published_at = parse_date_line(value, timezone)
+                        if item.published_at is None:
+                            # "Date: 2025-13-45" names no day: say so rather than use another date.
+                            raise SourceError(f"item {unit.text!r}: the date {value!r} is not a real date")
                     else:
                         item.meta.setdefault(name, value)
                 if current is None and preamble and any(b["type"] != "heading" for b in preamble):
