@@ -154,14 +154,16 @@ def approved_edition(engine: Any, settings: Any) -> int:
         session.add(edition)
         session.flush()
         hashes = {}
+        marker = placeholders.edition_marker(session, edition.id)
+        name, leave = (placeholders.slot(marker, slot) for slot in (placeholders.NAME, placeholders.UNSUBSCRIBE_URL))
         for language, interests in itertools.product(LANGUAGES, INTEREST_SETS):
             subject = f"[{language}] Bulletin {edition.id} · {interests or 'all topics'}"
             html = (
-                f"<html><body><p>Bonjour{placeholders.NAME},</p>"
+                f"<html><body><p>Bonjour{name},</p>"
                 + "".join(f"<p>Nouvelle {n} : une initiative municipale. {'Texte ' * 40}</p>" for n in range(10))
-                + f'<p><a href="{placeholders.UNSUBSCRIBE_URL}">Se désabonner</a></p></body></html>'
+                + f'<p><a href="{leave}">Se désabonner</a></p></body></html>'
             )
-            text = f"Bonjour{placeholders.NAME},\n\nNouvelles.\n\nSe désabonner : {placeholders.UNSUBSCRIBE_URL}\n"
+            text = f"Bonjour{name},\n\nNouvelles.\n\nSe désabonner : {leave}\n"
             hashes[variant_key(language, interests)] = digest = content_hash(subject, html, text)
             session.add(
                 EditionVariant(
@@ -226,7 +228,7 @@ def main() -> None:
     config = folder / "bulletin.toml"
     config.write_text(
         f'[database]\nurl = "{url}"\n[smtp]\nhost = "127.0.0.1"\nport = {port}\nconnections = {args.connections}\n'
-        "messages_per_second = 1000000.0\nmessages_per_hour = 4000000000\n"
+        "messages_per_second = 100000.0\nmessages_per_hour = 1000000000\n"
         f"[delivery]\nbatch_size = {args.batch_size}\n",
         encoding="utf-8",
     )

@@ -37,6 +37,7 @@ from sqlalchemy import Table, insert, select
 
 from bulletin.app.editions import create_edition
 from bulletin.app.links import subscriber_url
+from bulletin.compose import placeholders
 from bulletin.compose.approval import note_checked
 from bulletin.compose.render import render_edition
 from bulletin.compose.variants import variant_key, variant_subscriber_counts
@@ -144,12 +145,13 @@ def average_message_size(engine: Any, settings: Any, edition_id: int) -> int:
     total = count = 0
     with reading(engine) as session:
         readers = variant_subscriber_counts(session, settings)
+        marker = placeholders.edition_marker(session, edition_id)
         for variant in session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition_id)):
             weight = readers.get((variant.language, variant.interests), 0)
             if not weight or not variant.item_count:
                 continue
             template = mail.VariantTemplate.build(
-                settings, subject=variant.subject, html=variant.html, text=variant.text
+                settings, subject=variant.subject, html=variant.html, text=variant.text, marker=marker
             )
             email = "subscriber123456@bench.example.net"
             data = template.personalise(
@@ -157,8 +159,9 @@ def average_message_size(engine: Any, settings: Any, edition_id: int) -> int:
                     email=email,
                     name="Lecteur 123456",
                     message_id=mail.make_message_id(settings, edition_id, 123456),
-                    unsubscribe_url=subscriber_url(settings, "unsubscribe", 123456, email),
-                    preferences_url=subscriber_url(settings, "preferences", 123456, email),
+                    unsubscribe_url=subscriber_url(settings, "unsubscribe", 123456, email, "n" * 16),
+                    preferences_url=subscriber_url(settings, "preferences", 123456, email, "n" * 16),
+                    delivery_id=123456,
                 )
             )
             total += len(data) * weight
@@ -189,8 +192,8 @@ def write_config(path: Path, database: Path, port: int, connections: int, batch:
                 f"port = {port}",
                 f"connections = {connections}",
                 # No provider quota in the way: the point is the sender's own speed.
-                "messages_per_second = 1000000.0",
-                "messages_per_hour = 4000000000",
+                "messages_per_second = 100000.0",
+                "messages_per_hour = 1000000000",
                 "[delivery]",
                 f"batch_size = {batch}",
             ]
