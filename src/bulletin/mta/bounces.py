@@ -263,22 +263,21 @@ def classify(settings: Settings, data: bytes, envelope_recipients: Iterable[str]
     if bounce is not None:
         return bounce
     subject = _header(message, "Subject")
+
+    def auto_reply(reason: str) -> Classified:
+        """Mail that needs no action: never counted as a bounce."""
+        return Classified(
+            InboundKind.AUTO_REPLY,
+            reason=reason,
+            delivery_id=verp_delivery,
+            message_key=base.key,
+            message_id=base.message_id,
+        )
+
     if str(message.get("X-Loop", "")).strip().lower() == mail.loop_marker(settings).lower():
-        return Classified(
-            InboundKind.AUTO_REPLY,
-            reason="one of bulletin's own messages came back (X-Loop)",
-            delivery_id=verp_delivery,
-            message_key=base.key,
-            message_id=base.message_id,
-        )
+        return auto_reply("one of bulletin's own messages came back (X-Loop)")
     if is_auto_reply(message):
-        return Classified(
-            InboundKind.AUTO_REPLY,
-            reason="automatic reply (RFC 3834)",
-            delivery_id=verp_delivery,
-            message_key=base.key,
-            message_id=base.message_id,
-        )
+        return auto_reply("automatic reply (RFC 3834)")
     unsubscribe = list(_tokens(settings, addressed_to, mail.unsubscribe_mailbox(settings), mail.UNSUBSCRIBE_PURPOSE))
     if unsubscribe:
         sender = parseaddr(_header(message, "From"))[1] or None
@@ -292,13 +291,7 @@ def classify(settings: Settings, data: bytes, envelope_recipients: Iterable[str]
             message_id=base.message_id,
         )
     if is_vacation_subject(subject):
-        return Classified(
-            InboundKind.AUTO_REPLY,
-            reason="vacation or out-of-office reply",
-            delivery_id=verp_delivery,
-            message_key=base.key,
-            message_id=base.message_id,
-        )
+        return auto_reply("vacation or out-of-office reply")
     return Classified(
         None,
         reason=f"not a bounce, complaint or unsubscribe request (subject: {subject[:80]!r})",
