@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -21,8 +20,8 @@ from sqlalchemy.orm import Session
 from bulletin.app import throttle
 from bulletin.config import Settings
 from bulletin.errors import Conflict, InvalidInput, NotFound
-from bulletin.models import Setting, Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
-from bulletin.models.subscriber import new_link_nonce
+from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
+from bulletin.models.subscriber import new_link_nonce, stored_salt
 from bulletin.news.topics import topics_key
 
 MAX_NAME_LENGTH = 100
@@ -133,14 +132,7 @@ def record_event(
 
 def suppression_salt(session: Session, *, create: bool) -> bytes | None:
     """This database's secret salt for suppression hashes, created on first erasure."""
-    row = session.get(Setting, SALT_KEY)
-    if row is None:
-        if not create:
-            return None
-        row = Setting(key=SALT_KEY, value=secrets.token_hex(32))
-        session.add(row)
-        session.flush()
-    return bytes.fromhex(row.value)
+    return stored_salt(session, SALT_KEY, create=create)
 
 
 def suppression_hash(salt: bytes, email: str) -> str:

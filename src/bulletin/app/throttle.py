@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from bulletin.models import RateEvent, Setting, utcnow
+from bulletin.models import RateEvent, utcnow
+from bulletin.models.subscriber import stored_salt
 
 # Events older than this are deleted now and then; no window is longer.
 RETENTION = timedelta(days=2)
@@ -20,14 +20,7 @@ SALT_KEY = "rate_key_salt"
 
 
 def _salt(session: Session, *, create: bool = True) -> bytes | None:
-    row = session.get(Setting, SALT_KEY)
-    if row is None:
-        if not create:
-            return None
-        row = Setting(key=SALT_KEY, value=secrets.token_hex(32))
-        session.add(row)
-        session.flush()
-    return bytes.fromhex(row.value)
+    return stored_salt(session, SALT_KEY, create=create)
 
 
 def rate_key(session: Session, value: str) -> str:

@@ -19,12 +19,11 @@ import hashlib
 import hmac
 import html as html_lib
 import re
-import secrets
 from collections.abc import Mapping
 
 from sqlalchemy.orm import Session
 
-from bulletin.models import Setting
+from bulletin.models.subscriber import stored_salt
 from bulletin.news.neutral import PREFIX, neutralise_data, neutralise_text, neutralise_url
 
 __all__ = [
@@ -66,12 +65,9 @@ def marker(salt: bytes, edition_id: int) -> str:
 
 def edition_marker(session: Session, edition_id: int) -> str:
     """The marker of an edition's slots in this database (its salt is made by the migrations)."""
-    row = session.get(Setting, SALT_KEY)
-    if row is None:
-        row = Setting(key=SALT_KEY, value=secrets.token_hex(32))
-        session.add(row)
-        session.flush()
-    return marker(bytes.fromhex(row.value), edition_id)
+    salt = stored_salt(session, SALT_KEY)
+    assert salt is not None
+    return marker(salt, edition_id)
 
 
 def slot(marker: str, name: str) -> str:

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 
 from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from bulletin.models.base import Base, UTCDateTime, utcnow
 
@@ -118,3 +118,15 @@ class Setting(Base):
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+def stored_salt(session: Session, key: str, *, create: bool = True) -> bytes | None:
+    """This database's random secret named ``key`` (made on first use with ``create``; else None)."""
+    row = session.get(Setting, key)
+    if row is None:
+        if not create:
+            return None
+        row = Setting(key=key, value=secrets.token_hex(32))
+        session.add(row)
+        session.flush()
+    return bytes.fromhex(row.value)
