@@ -10,6 +10,7 @@ Secrets never live in the file: they come from ``BULLETIN_SECRET_KEY``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import ipaddress
 import math
@@ -348,7 +349,7 @@ class Settings:
     def secret_key(self) -> str:
         """Key that signs unsubscribe and preference links; required for anything that makes links."""
         key = os.environ.get(SECRET_KEY_ENV, "")
-        check_secret_key(key)
+        _checked_secret_key(key)
         return key
 
     @property
@@ -577,6 +578,12 @@ def _strings(value: Any, where: str) -> typing.Iterator[tuple[str, str]]:
         for f in dataclasses.fields(value):
             if not f.metadata.get("internal"):
                 yield from _strings(getattr(value, f.name), f"{where}.{f.name}" if where else f.name)
+
+
+@functools.lru_cache(maxsize=4)
+def _checked_secret_key(key: str) -> None:
+    """:func:`check_secret_key`, remembered for a key that passed: every signed link asks for the key."""
+    check_secret_key(key)
 
 
 def check_secret_key(key: str) -> None:

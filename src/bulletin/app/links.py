@@ -1,7 +1,7 @@
 """Signed links for subscribers: unsubscribe, preferences and opt-in confirmation.
 
-Tokens are signed with ``BULLETIN_SECRET_KEY`` by itsdangerous (HMAC-SHA256, compared in
-constant time) and bound to one subscriber: the id, a digest of the address and the
+Tokens are signed with ``BULLETIN_SECRET_KEY`` by itsdangerous (its default HMAC-SHA1 over a
+key derived per purpose, compared in constant time) and bound to one subscriber: the id, a digest of the address and the
 subscriber's random link nonce. A new nonce (on erasure, on subscribing again after erasure,
 or on demand with ``bulletin subscribers rotate-links``) makes every earlier link of the person
 stop working; ids are never reused. Unsubscribe and preference tokens live until the nonce
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
 from bulletin.config import Settings
@@ -68,6 +69,13 @@ def _serializer(secret: str, purpose: Purpose) -> URLSafeSerializer | URLSafeTim
     return URLSafeSerializer(secret, salt=f"bulletin-{purpose}")
 
 
+@functools.lru_cache(maxsize=64)
+def _link_mac(secret: str, purpose: Purpose) -> hmac.HMAC:
+    """The keyed MAC of an untimed serializer, its key derived once (itsdangerous derives it per token)."""
+    signer = _serializer(secret, purpose).make_signer()
+    return hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+
+
 def make_token(
     secret: str,
     purpose: Purpose,
@@ -79,7 +87,15 @@ def make_token(
     payload: list[Any] = [subscriber_id, email_digest(email), nonce]
     if request is not None:
         payload.append(request)
-    return str(_serializer(secret, purpose).dumps(payload))
+    serializer = _serializer(secret, purpose)
+    if isinstance(serializer, URLSafeTimedSerializer):
+        return str(serializer.dumps(payload))
+    # Every message carries two of these: the serializer's own payload, signed with a MAC whose
+    # key is derived once. The token is the one ``serializer.dumps`` makes (a test holds it).
+    value = serializer.dump_payload(payload)
+    mac = _link_mac(secret, purpose).copy()
+    mac.update(value)
+    return (value + b"." + base64_encode(mac.digest())).decode("ascii")
 
 
 def read_token(secret: str, purpose: Purpose, token: str, *, max_age: int = CONFIRM_MAX_AGE) -> TokenSubject:

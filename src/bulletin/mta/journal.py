@@ -55,10 +55,62 @@ class HandoverWriter:
             f"WHERE id = {mark} AND state = 'sending' AND claimed_by = {mark}"
         )
         self._halted_values = {status.value for status in HALTED}
+        self._statements: dict[int, str] = {}
+
+    def _one_statement(self, rows: int) -> str:
+        """SQLite: the marks and answers of one commit as a single UPDATE, which commits on its own."""
+        sql = self._statements.get(rows)
+        if sql is None:
+            halted = ", ".join(f"'{value}'" for value in sorted(self._halted_values))
+            # ?1-?3 are the stamp, the worker and the edition; each row's four parameters follow.
+            values = ", ".join(
+                "({}, {}, {}, {})".format(*(f"?{4 + 4 * row + column}" for column in range(4))) for row in range(rows)
+            )
+            sql = self._statements[rows] = (
+                f"WITH handed(id, answered, message_id, reply) AS (VALUES {values}) "
+                "UPDATE deliveries SET "
+                "handed_at = CASE WHEN handed.answered THEN deliveries.handed_at ELSE ?1 END, "
+                "message_id = CASE WHEN handed.answered THEN deliveries.message_id ELSE handed.message_id END, "
+                "state = CASE WHEN handed.answered THEN 'sent' ELSE deliveries.state END, "
+                "attempts = deliveries.attempts + handed.answered, "
+                "last_reply = CASE WHEN handed.answered THEN handed.reply ELSE deliveries.last_reply END, "
+                "sent_at = CASE WHEN handed.answered THEN ?1 ELSE deliveries.sent_at END, "
+                "updated_at = CASE WHEN handed.answered THEN ?1 ELSE deliveries.updated_at END, "
+                "claimed_by = CASE WHEN handed.answered THEN NULL ELSE deliveries.claimed_by END, "
+                "next_attempt_at = CASE WHEN handed.answered THEN NULL ELSE deliveries.next_attempt_at END "
+                "FROM handed WHERE deliveries.id = handed.id AND deliveries.state = 'sending' "
+                "AND deliveries.claimed_by = ?2 AND (handed.answered "
+                f"OR (SELECT status FROM editions WHERE id = ?3) NOT IN ({halted}))"
+            )
+        return sql
+
+    def _commit_sqlite(self, marks: list[Claimed], sent: list[Outcome], when: Any) -> bool:
+        # One statement in autocommit mode: one step of the database (its commit included) per
+        # group commit, so the writer waits for the interpreter once, not once per row.
+        params: list[Any] = [when, self.worker, self.edition_id]
+        for claim in marks:
+            params += (claim.delivery_id, 0, claim.message_id, None)
+        for outcome in sent:
+            params += (outcome.delivery_id, 1, None, outcome.reply[:1000])
+        sql = self._one_statement(len(marks) + len(sent))
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(sql, params)
+            written = cursor.rowcount
+            if written == len(marks) + len(sent) or not marks:
+                return False
+            # A mark was refused: the edition is halted (on SQLite no one else takes this sender's rows).
+            cursor.execute(self._status_sql, (self.edition_id,))
+            row = cursor.fetchone()
+            return row is not None and row[0] in self._halted_values
+        finally:
+            cursor.close()
 
     def commit(self, marks: list[Claimed], sent: list[Outcome], now: datetime) -> bool:
         """Read the status, write the marks (unless halted) and the answers, commit; return halted."""
         when: Any = self._stamp(now) if self._stamp else now
+        if self.sqlite:
+            return self._commit_sqlite(marks, sent, when)
         cursor = self.raw.cursor()
         try:
             if self.sqlite:
@@ -121,6 +173,9 @@ class Journal:
         guard = threading.Lock()
         self.changed = threading.Condition(guard)
         self._work = threading.Condition(guard)
+        # The driver sleeps until enough outcomes are in (it claims the next batch then), not every commit.
+        self._resolved = threading.Condition(guard)
+        self._resolved_at = 0
         self._marks: list[Claimed] = []
         self._outcomes: list[Outcome] = []
         self._issued = 0
@@ -135,19 +190,30 @@ class Journal:
         self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
         self._thread.start()
 
-    def mark(self, item: Claimed) -> int:
+    def submit(self, outcome: Outcome | None, mark: Claimed | None) -> int:
+        """Submit a server's answer and a mark together; return the one ticket that covers both."""
         with self._work:
-            self._marks.append(item)
+            if outcome is not None:
+                self._outcomes.append(outcome)
+            if mark is not None:
+                self._marks.append(mark)
             self._issued += 1
             self._work.notify()
             return self._issued
 
+    def mark(self, item: Claimed) -> int:
+        return self.submit(None, item)
+
     def record(self, outcome: Outcome) -> int:
-        with self._work:
-            self._outcomes.append(outcome)
-            self._issued += 1
-            self._work.notify()
-            return self._issued
+        return self.submit(outcome, None)
+
+    def wait_resolved(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` outcomes are committed, the journal stops, or ``timeout`` seconds pass."""
+        with self._resolved:
+            if self.resolved < count and self.failure is None and not self.halted:
+                self._resolved_at = count
+                self._resolved.wait(timeout)
+                self._resolved_at = 0
 
     def wait(self, ticket: int) -> bool:
         """Wait until ``ticket`` is durable; False if marks are refused (halted) or writing failed."""
@@ -155,6 +221,11 @@ class Journal:
             while self._durable < ticket and self.failure is None:
                 self.changed.wait()
             return self.failure is None and not self.halted
+
+    def nudge(self) -> None:
+        """Wake whoever waits in :meth:`wait_resolved` (the send is stopping)."""
+        with self._resolved:
+            self._resolved.notify_all()
 
     def close(self) -> None:
         """Commit what is waiting and stop the writer."""
@@ -189,12 +260,15 @@ class Journal:
                         self.report.halted = True
                         self.stop.set()
                     self.changed.notify_all()
+                    if self._resolved_at and (self.resolved >= self._resolved_at or self.halted):
+                        self._resolved.notify_all()
         except BaseException as exc:  # the rows stay claimed: the next run sorts them out by the ledger's rule
             log.exception("the sender could not write to the ledger")
             with self.changed:
                 self.failure = exc
                 self.stop.set()
                 self.changed.notify_all()
+                self._resolved.notify_all()
         finally:
             if writer is not None:
                 writer.close()

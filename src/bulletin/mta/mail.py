@@ -520,9 +520,9 @@ class VariantTemplate:
     def _join(self, recipient: Recipient) -> bytes:
         head = b"".join(
             (
-                POLICY.fold_binary("To", formataddr((recipient.name or "", recipient.email))),
+                to_header(recipient.name, recipient.email),
                 b"Date: " + self._date() + b"\r\n",
-                POLICY.fold_binary("Message-ID", recipient.message_id),
+                _short_header("Message-ID", recipient.message_id),
                 fold_uri_list(
                     "List-Unsubscribe", self._list_unsubscribe(recipient.unsubscribe_url, recipient.delivery_id)
                 ).encode("ascii"),
@@ -535,6 +535,30 @@ class VariantTemplate:
             out.append(values[slot])
             out.append(segments[index + 1])
         return b"".join(out)
+
+
+# A display name and an address the email package would write as they are: atoms separated by
+# single spaces (no "=?", which it would read as an encoded word) and a dot-atom address.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]"
+_PLAIN_NAME = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*\Z")
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
+
+
+def to_header(name: str | None, email: str) -> bytes:
+    """The ``To`` line of one copy, as the email package folds it (it is asked only when needed)."""
+    if _PLAIN_ADDRESS.match(email) and (not name or _PLAIN_NAME.match(name)):
+        line = f"To: {name} <{email}>\r\n" if name else f"To: {email}\r\n"
+        if len(line) <= 80:
+            return line.encode("ascii")
+    return POLICY.fold_binary("To", formataddr((name or "", email)))
+
+
+def _short_header(name: str, value: str) -> bytes:
+    """``Name: value`` for an ASCII value without spaces that fits on one line, else folded by the policy."""
+    line = f"{name}: {value}\r\n"
+    if len(line) <= 80 and value.isascii() and " " not in value:
+        return line.encode("ascii")
+    return POLICY.fold_binary(name, value)
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")

@@ -208,17 +208,27 @@ TransportFactory = Callable[[Settings], Transport]
 
 
 @dataclass
+class _Feed:
+    """A connection's view of the work queue: whether it has seen its end."""
+
+    ended: bool = False
+
+
+@dataclass
 class _Held:
     item: Claimed
     data: bytes | BaseException
+    # The journal ticket of this message's mark (0: not marked, the message must not go out).
     ticket: int = 0
 
 
 class _Connections:
-    """The SMTP connection threads, fed by one thread that personalises the messages.
+    """The SMTP connection threads; each personalises its own messages while the server works.
 
-    Personalising the next messages while the connections wait for the server's replies keeps
-    each connection busy: a connection only ever takes a ready message and hands it over.
+    A connection holds at most two messages: the one it writes and the next, whose envelope
+    goes out with it (PIPELINING). It personalises the message after those while the server
+    takes in the one just written, so no thread hands messages to another. The mark of that
+    message is submitted together with the answer of the one written, in one journal entry.
     """
 
     def __init__(
@@ -237,62 +247,73 @@ class _Connections:
         self.journal = journal
         self.stop = stop
         self.errors: list[BaseException] = []
+        # Claimed rows, in ledger order; one None per connection ends the send.
         self.work: queue.Queue[Claimed | None] = queue.Queue()
-        # A few messages ready per connection; bounded so memory does not grow with the batch.
-        self.ready: queue.Queue[_Held | None] = queue.Queue(maxsize=4 * settings.smtp.connections)
         self.connected_once = threading.Event()
-        self.preparer = threading.Thread(target=self._prepare, name="personalise", daemon=True)
         self.threads = [
             threading.Thread(target=self._run, name=f"smtp-{n}", daemon=True) for n in range(settings.smtp.connections)
         ]
-        self.preparer.start()
         for thread in self.threads:
             thread.start()
 
     def _release(self, item: Claimed) -> None:
         self.journal.record(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
 
-    def _prepare(self) -> None:
-        while True:
-            item = self.work.get()
+    def _next(self, feed: _Feed, *, block: bool) -> _Held | None:
+        """The next claimed row, personalised (or holding the error that prevented it); None if there is none now."""
+        while not feed.ended:
+            try:
+                item = self.work.get(block=block)
+            except queue.Empty:
+                return None
             if item is None:
-                for _ in self.threads:
-                    self.ready.put(None)
-                return
+                # The end: leave it for the connections that have not seen it yet.
+                self.work.put(None)
+                feed.ended = True
+                return None
             if self.stop.is_set():
                 self._release(item)
                 continue
             try:
                 data: bytes | BaseException = personalise(self.settings, self.templates.get(item.variant_id), item)
-            except Exception as exc:  # reported by the connection that takes it
+            except Exception as exc:  # reported when its turn comes
                 data = exc
-            self.ready.put(_Held(item, data))
+            return _Held(item, data)
+        return None
 
-    def _take(self, held: deque[_Held], *, block: bool) -> bool:
-        """Add the next ready message to ``held``, its mark submitted at once; False at the end."""
-        try:
-            entry = self.ready.get(block=block)
-        except queue.Empty:
-            return True
-        if entry is None:
-            return False
-        if isinstance(entry.data, bytes) and not self.stop.is_set():
-            entry.ticket = self.journal.mark(entry.item)
-        held.append(entry)
-        return True
+    def _submit(self, entry: _Held, outcome: Outcome | None) -> None:
+        """Submit an answer and the mark of ``entry`` (if it is a message and the send goes on) as one ticket."""
+        mark = isinstance(entry.data, bytes) and not self.stop.is_set()
+        ticket = self.journal.submit(outcome, entry.item if mark else None)
+        if mark:
+            entry.ticket = ticket
 
     def _run(self) -> None:
         transport = self.transport_factory(self.settings)
-        # The message in hand and the one after it, whose mark is being committed meanwhile.
         held: deque[_Held] = deque()
-        more = True
+        feed = _Feed()
         permit_ahead: Permit | None = None
+
+        def prepare_after() -> None:
+            # While the server takes in a message: personalise the one after the next.
+            if len(held) < 2:
+                entry = self._next(feed, block=False)
+                if entry is not None:
+                    held.append(entry)
+
         try:
             while True:
-                if not held and (not more or not self._take(held, block=True)):
-                    return
-                if more and len(held) == 1 and not self.stop.is_set():
-                    more = self._take(held, block=False)
+                if not held:
+                    entry = self._next(feed, block=True)
+                    if entry is None:
+                        return
+                    self._submit(entry, None)
+                    held.append(entry)
+                if len(held) == 1:
+                    following = self._next(feed, block=False)
+                    if following is not None:
+                        self._submit(following, None)
+                        held.append(following)
                 entry = held.popleft()
                 permit, permit_ahead = permit_ahead, None
                 if self.stop.is_set() or (not entry.ticket and isinstance(entry.data, bytes)):
@@ -309,16 +330,24 @@ class _Connections:
                 then = None
                 following = held[0] if held else None
                 mail_from = envelope_sender(self.settings, entry.item)
-                # Announce the next one only if it is a message and the rate limit lets it go out now.
+                # Announce the next one only if it is a marked message and the rate limit lets it go out now.
                 if following is not None and isinstance(following.data, bytes) and following.ticket:
                     permit_ahead = self.limiter.permit_now()
                     if permit_ahead is not None:
                         then = Envelope(
                             envelope_sender(self.settings, following.item), following.item.email, len(following.data)
                         )
-                outcome = self._send(transport, mail_from, entry.item, entry.data, permit=permit, then=then)
-                if outcome is not None:
-                    self.journal.record(outcome)
+                outcome = self._send(
+                    transport, mail_from, entry.item, entry.data, permit=permit, then=then, meanwhile=prepare_after
+                )
+                if outcome is None:
+                    continue
+                # The answer, with the mark of the message personalised meanwhile, if there is one.
+                unmarked = held[-1] if held and not held[-1].ticket else None
+                if unmarked is not None:
+                    self._submit(unmarked, outcome)
+                else:
+                    self.journal.submit(outcome, None)
         finally:
             if permit_ahead is not None:
                 self.limiter.settle(permit_ahead, used=False)
@@ -341,6 +370,7 @@ class _Connections:
         *,
         permit: Permit | None,
         then: Envelope | None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Outcome | None:
         """Hand one message over; return its outcome, or None when the whole send must stop."""
         handed_over = False
@@ -352,7 +382,7 @@ class _Connections:
                     return None
             # From here the server may take the message in: its permit counts until the answer.
             handed_over = True
-            reply = transport.send_bytes(mail_from, item.email, data, stuffed=True, then=then)
+            reply = transport.send_bytes(mail_from, item.email, data, stuffed=True, then=then, meanwhile=meanwhile)
             self.connected_once.set()
             return Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
         except SmtpFailure as failure:
@@ -384,11 +414,11 @@ class _Connections:
     def _abort(self, error: BaseException) -> None:
         self.errors.append(error)
         self.stop.set()
+        self.journal.nudge()
 
     def shutdown(self) -> None:
         self.stop.set()
         self.work.put(None)
-        self.preparer.join()
         for thread in self.threads:
             thread.join()
 
@@ -544,9 +574,9 @@ def _drive(
             clock.wait(idle, min(max((next_due - clock.now()).total_seconds(), 0.0), IDLE_LOOK))
             exhausted = False
             continue
-        with journal.changed:
-            if claimed_count - journal.resolved == in_flight and not connections.stop.is_set():
-                journal.changed.wait(LOOK_EVERY)
+        # Asleep until the rows in hand are half sent (all of them once none is left to claim).
+        claiming = not (exhausted or connections.stop.is_set())
+        journal.wait_resolved(claimed_count - (batch_size // 2 if claiming else 0), LOOK_EVERY)
 
 
 # ---------------------------------------------------------------------------

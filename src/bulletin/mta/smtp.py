@@ -16,6 +16,7 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from contextlib import suppress
 from email.message import EmailMessage
 from typing import NamedTuple, Protocol
@@ -92,7 +93,14 @@ class Transport(Protocol):
     """What the sender needs from a connection; tests may give their own."""
 
     def send_bytes(
-        self, mail_from: str, recipient: str, data: bytes, *, stuffed: bool = False, then: Envelope | None = None
+        self,
+        mail_from: str,
+        recipient: str,
+        data: bytes,
+        *,
+        stuffed: bool = False,
+        then: Envelope | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> str: ...
 
     def close(self) -> None: ...
@@ -218,6 +226,7 @@ class SmtpTransport:
         *,
         stuffed: bool = False,
         then: Envelope | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> str:
         """Send one message (CRLF line endings) to one recipient.
 
@@ -225,6 +234,8 @@ class SmtpTransport:
         ``then`` names the message this connection sends next: when the server offers PIPELINING,
         its MAIL, RCPT and DATA go out in the same write as this message's end (RFC 2920), which
         saves a round trip per message. The next call must then be for that envelope.
+        ``meanwhile`` is called once the data is written, before the server's answer is read
+        (the sender personalises its next message then).
         Returns the 2xx reply; raises a :class:`SmtpFailure` saying whether to retry.
         """
         limit = self.settings.smtp.messages_per_connection
@@ -278,6 +289,8 @@ class SmtpTransport:
                 ending += self._commands(then).encode("ascii")
                 self._announced = then
             smtp.send(data + ending)
+            if meanwhile is not None:
+                meanwhile()
             code, message = smtp.getreply()
         except SmtpFailure as failure:
             if failure.code == 421:
