@@ -233,8 +233,9 @@ def _insert_from_subscribers(session: Session, edition_id: int, mapping: list[di
                 subscribers.join(variant_map, and_(subscribers.c.language == variant_map.c.language, same_interests))
             )
             .where(subscribers.c.status == SubscriberStatus.ACTIVE)
-            # In subscriber order, so the ledger (and the send) follows the list.
-            .order_by(subscribers.c.id)
+            # Variant by variant (in subscriber order within each): the sender then needs the
+            # message of only a few variants at a time, however many the edition has.
+            .order_by(variant_map.c.variant_id, subscribers.c.id)
         )
         columns = [
             "edition_id",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
@@ -138,43 +138,62 @@ def worker_name(label: str = "sender") -> str:
 # Message templates
 
 
+# Variant messages kept built at once. The ledger is frozen variant by variant, so a send needs
+# only a few at a time; retries may ask for an older one again, which is then built again.
+TEMPLATES_KEPT = 16
+
+
 class _Templates:
-    """Message templates of an edition's variants, built once each on first use."""
+    """Message templates of an edition's variants, built on first use, the last few kept."""
 
     def __init__(self, engine: Engine, settings: Settings, edition_id: int, signer: mail.DkimSigner | None) -> None:
         self.engine = engine
         self.settings = settings
         self.edition_id = edition_id
         self.signer = signer
-        self._cache: dict[int, mail.VariantTemplate] = {}
+        self._cache: OrderedDict[int, mail.VariantTemplate] = OrderedDict()
         self._lock = threading.Lock()
+        self._marker: str | None = None
+        self.built = 0
 
     def _feedback_id(self, language: str) -> str:
         # Gmail's Feedback-ID: campaign:customer:mailtype:sender, to group complaints per edition.
         return f"{self.edition_id}.{language}:bulletin:newsletter:{self.settings.sender.list_id}"
 
     def get(self, variant_id: int) -> mail.VariantTemplate:
-        # Only the personalising thread asks, but a lock keeps the cache safe for any caller.
+        # Every connection asks: a variant is built once even when two want it at the same time.
         with self._lock:
             template = self._cache.get(variant_id)
             if template is None:
                 template = self._cache[variant_id] = self._build(variant_id)
+                self.built += 1
+                while len(self._cache) > TEMPLATES_KEPT:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(variant_id)
             return template
 
     def _build(self, variant_id: int) -> mail.VariantTemplate:
         with reading(self.engine) as session:
-            variant = session.get(EditionVariant, variant_id)
-            if variant is None:
+            row = session.execute(
+                select(EditionVariant.subject, EditionVariant.html, EditionVariant.text, EditionVariant.language).where(
+                    EditionVariant.id == variant_id, EditionVariant.edition_id == self.edition_id
+                )
+            ).first()
+            if row is None:
                 raise BulletinError(f"variant {variant_id} of edition {self.edition_id} is missing")
-            return mail.VariantTemplate.build(
-                self.settings,
-                subject=variant.subject,
-                html=variant.html,
-                text=variant.text,
-                marker=placeholders.edition_marker(session, variant.edition_id),
-                extra_headers={"Feedback-ID": self._feedback_id(variant.language)},
-                signer=self.signer,
-            )
+            if self._marker is None:
+                self._marker = placeholders.edition_marker(session, self.edition_id)
+        subject, html, text, language = row
+        return mail.VariantTemplate.build(
+            self.settings,
+            subject=subject,
+            html=html,
+            text=text,
+            marker=self._marker,
+            extra_headers={"Feedback-ID": self._feedback_id(language)},
+            signer=self.signer,
+        )
 
 
 def personalise(settings: Settings, template: mail.VariantTemplate, item: Claimed) -> bytes:
@@ -218,6 +237,8 @@ class _Feed:
 class _Held:
     item: Claimed
     data: bytes | BaseException
+    # The envelope sender (VERP), worked out once: it is needed to announce the message and to send it.
+    mail_from: str = ""
     # The journal ticket of this message's mark (0: not marked, the message must not go out).
     ticket: int = 0
 
@@ -278,7 +299,7 @@ class _Connections:
                 data: bytes | BaseException = personalise(self.settings, self.templates.get(item.variant_id), item)
             except Exception as exc:  # reported when its turn comes
                 data = exc
-            return _Held(item, data)
+            return _Held(item, data, envelope_sender(self.settings, item))
         return None
 
     def _submit(self, entry: _Held, outcome: Outcome | None) -> None:
@@ -329,14 +350,12 @@ class _Connections:
                     continue
                 then = None
                 following = held[0] if held else None
-                mail_from = envelope_sender(self.settings, entry.item)
+                mail_from = entry.mail_from
                 # Announce the next one only if it is a marked message and the rate limit lets it go out now.
                 if following is not None and isinstance(following.data, bytes) and following.ticket:
                     permit_ahead = self.limiter.permit_now()
                     if permit_ahead is not None:
-                        then = Envelope(
-                            envelope_sender(self.settings, following.item), following.item.email, len(following.data)
-                        )
+                        then = Envelope(following.mail_from, following.item.email, len(following.data))
                 outcome = self._send(
                     transport, mail_from, entry.item, entry.data, permit=permit, then=then, meanwhile=prepare_after
                 )
