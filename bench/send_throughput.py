@@ -46,7 +46,7 @@ from bulletin.db import make_engine, reading, transaction
 from bulletin.migrate import upgrade
 from bulletin.models import Approval, Edition, EditionStatus, EditionVariant, Subscriber, SubscriberStatus, utcnow
 from bulletin.mta import mail
-from bulletin.mta.ledger import freeze_recipients
+from bulletin.mta.recipients import freeze_recipients
 
 INTERESTS = ["cities", "cybercrime", "drugs", "policing", "research", "trafficking", "violence", "youth"]
 LANGUAGES = ["fr", "en", "es"]

@@ -6,7 +6,7 @@ import re
 import subprocess
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from pathlib import Path
 
 import pytest
@@ -278,3 +278,62 @@ def test_missing_dkim_key_is_one_clear_error(tmp_path: Path) -> None:
     broken = settings_from_dict({"dkim": {"key_path": "nowhere.pem", "selector": "s1"}}, tmp_path)
     with pytest.raises(BulletinError, match="cannot read the DKIM key"):
         mail.DkimSigner.from_settings(broken)
+
+
+@pytest.mark.parametrize(
+    ("name", "email"),
+    [
+        (None, "ana@example.net"),
+        ("Ana Perez", "ana@example.net"),
+        ("Ana Pérez", "ana@example.net"),
+        ("Dr. Ana Perez", "ana@example.net"),
+        ("Perez, Ana", "ana@example.net"),
+        ('Ana "la jefa" Perez', "ana@example.net"),
+        ("=?utf-8?q?Ana?=", "ana@example.net"),
+        ("Ana  Perez", "ana@example.net"),
+        (" Ana", "ana@example.net"),
+        ("O'Brien-Smith", "o.brien+news@mail.example.co.uk"),
+        ("Jean " * 15, "jean@example.net"),
+        ("Ana", "a" * 70 + "@example.net"),
+    ],
+)
+def test_the_to_line_is_the_one_the_email_package_writes(name: str | None, email: str) -> None:
+    # The fast line of a plain name is exactly what the email package folds; others go through it.
+    folded = mail.POLICY.fold_binary("To", mail.formataddr((name or "", email)))
+    assert mail.to_header(name, email) == folded
+    assert not parse(mail.to_header(name, email) + b"\r\nbody\r\n")["To"].defects
+
+
+def test_link_tokens_are_the_ones_itsdangerous_makes_and_reads(settings: Settings) -> None:
+    from itsdangerous import URLSafeSerializer
+
+    from bulletin.app.links import make_token
+
+    for purpose in ("unsubscribe", "preferences"):
+        for subscriber_id, email, nonce in [
+            (1, "a@example.net", "n" * 16),
+            (987654, "Ana@Exämple.net", "aaaaaaaaaaaaaaaa"),
+        ]:
+            token = make_token(SECRET, purpose, subscriber_id, email, nonce)  # type: ignore[arg-type]
+            expected = URLSafeSerializer(SECRET, salt=f"bulletin-{purpose}").dumps(
+                [subscriber_id, mail.hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16], nonce]
+            )
+            assert token == expected
+            subject = read_token(SECRET, purpose, token)  # type: ignore[arg-type]
+            assert (subject.subscriber_id, subject.nonce) == (subscriber_id, nonce)
+    # A token signed for one purpose is refused for the other.
+    with pytest.raises(Exception, match="invalid"):
+        read_token(SECRET, "preferences", make_token(SECRET, "unsubscribe", 1, "a@example.net", "n" * 16))
+
+
+def test_an_international_address_gets_a_to_line_it_can_travel_with() -> None:
+    # Only the domain is non-ASCII: written in A-labels, which any server takes.
+    assert mail.to_header("Ana Pérez", "ana@exämple.net") == mail.POLICY.fold_binary(
+        "To", mail.formataddr(("Ana Pérez", "ana@xn--exmple-cua.net"))
+    )
+    # A non-ASCII local part: UTF-8 (RFC 6532), the name still encoded, and nothing lost.
+    line = mail.to_header("Ana Pérez", "anä@exämple.net")
+    message = Parser(policy=policy.SMTPUTF8).parsestr((line + b"\r\nbody\r\n").decode("utf-8"))
+    assert message["To"].addresses[0].addr_spec == "anä@exämple.net"
+    assert message["To"].addresses[0].display_name == "Ana Pérez"
+    assert b"=?utf-8?" in line

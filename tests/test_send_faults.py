@@ -156,3 +156,31 @@ def test_without_waiting_deferred_rows_are_left_for_later(tmp_path: Path, smtp_s
     later = retry_due(engine, settings, clock=clock)
     assert later.sent == 1
     assert unsettled(engine, edition_id) == 0
+
+
+def test_a_bug_after_the_data_went_out_leaves_the_row_uncertain_not_silently_resent(
+    tmp_path: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    from bulletin.mta.smtp import SmtpTransport
+
+    settings, engine, edition_id, emails = prepare(tmp_path, smtp_server, count=6, smtp={"connections": 1})
+    target = emails[2]
+
+    class Broken(SmtpTransport):
+        """The real connection, with a bug that strikes once the server took one message in."""
+
+        def send_bytes(self, mail_from: str, recipient: str, data: bytes, **options: Any) -> str:
+            reply = super().send_bytes(mail_from, recipient, data, **options)
+            if recipient == target:
+                raise RuntimeError("a bug after the answer")
+            return reply
+
+    with pytest.raises(RuntimeError, match="a bug after the answer"):
+        run_send(engine, settings, edition_id, worker="w", transport_factory=Broken)
+    assert smtp_server.recipients().count(target) == 1
+
+    # The next run cannot know whether the message arrived: it sends it again and says so.
+    report = run_send(engine, settings, edition_id, worker="w2")
+    assert report.uncertain == 1 and report.uncertain_addresses == [target]
+    assert sorted(set(smtp_server.recipients())) == sorted(emails)
+    assert ledger(engine, edition_id)[target].uncertain == 1

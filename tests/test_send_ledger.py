@@ -38,7 +38,7 @@ from bulletin.mta.sender import (
     worker_name,
 )
 
-from .factories import migrated_engine
+from .factories import migrated_engine, subscriber_row
 from .send_fixtures import add_subscribers, freeze, frozen_edition, ledger, make_edition, make_settings, sending_world
 from .smtp_server import RecordingSMTPServer
 
@@ -309,3 +309,37 @@ def test_pause_during_a_send_shorter_than_one_batch_stops_within_one_message_per
     assert counts["sending"] == 0 and counts["pending"] == 60 - len(received)
     # Stopped cleanly: nothing is uncertain.
     assert not any(row.uncertain for row in ledger(engine, edition_id).values())
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_international_addresses_go_out_or_fail_alone(tmp_path: Path, smtputf8: bool) -> None:
+    # An IDN domain needs nothing of the server; a non-ASCII local part needs SMTPUTF8, and a
+    # server without it fails that one delivery, not the send.
+    server = RecordingSMTPServer(enable_SMTPUTF8=smtputf8)
+    server.start()
+    try:
+        settings = make_settings(tmp_path, server)
+        engine = migrated_engine(settings)
+        emails = add_subscribers(engine, 4)
+        emails += add_subscribers(engine, 1, start=4, domain="exämple.net")
+        with transaction(engine) as session:
+            session.add(subscriber_row("anä@example.net", "fr", "", name="Ana Pérez", confirmed=True, at=utcnow()))
+        edition_id = make_edition(engine, settings)
+        freeze(engine, settings, edition_id)
+
+        report = run_send(engine, settings, edition_id, worker="w")
+
+        delivered = server.recipients()
+        assert "user4@xn--exmple-cua.net" in delivered
+        assert sorted(set(delivered) - {"user4@xn--exmple-cua.net"} - {"anä@example.net"}) == sorted(emails[:4])
+        rows = ledger(engine, edition_id)
+        if smtputf8:
+            assert report.sent == 6 and "anä@example.net" in delivered
+            copy = next(m for m in server.messages if m.recipients == ["anä@example.net"])
+            assert "anä@example.net".encode() in copy.data
+        else:
+            assert report.sent == 5 and report.failed == 1
+            assert rows["anä@example.net"].state == DeliveryState.FAILED
+            assert "SMTPUTF8" in (rows["anä@example.net"].last_reply or "")
+    finally:
+        server.stop()

@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
+import idna
+
 from bulletin.compose import placeholders
 from bulletin.config import Settings
 from bulletin.errors import BulletinError
@@ -544,13 +546,39 @@ _PLAIN_NAME = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*\Z")
 _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
 
 
+def ascii_address(email: str) -> str:
+    """The address with its domain in A-labels (IDNA 2008) when only the domain is non-ASCII.
+
+    Such an address then needs no SMTPUTF8, in the envelope or in a header. An address whose
+    local part is non-ASCII is returned as it is: only an SMTPUTF8 server can take it.
+    """
+    local, _, domain = email.rpartition("@")
+    if email.isascii() or not local.isascii():
+        return email
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return email
+
+
+# Stands for the address while the display name is folded, for an address the email package cannot write.
+_STAND_IN = "x@stand-in.invalid"
+
+
 def to_header(name: str | None, email: str) -> bytes:
-    """The ``To`` line of one copy, as the email package folds it (it is asked only when needed)."""
-    if _PLAIN_ADDRESS.match(email) and (not name or _PLAIN_NAME.match(name)):
-        line = f"To: {name} <{email}>\r\n" if name else f"To: {email}\r\n"
+    """The ``To`` line of one copy, as the email package folds it (it is asked only when needed).
+
+    A non-ASCII local part is written in UTF-8 (RFC 6532); the transport sends such a copy only
+    to a server that offers SMTPUTF8, and fails that delivery alone otherwise.
+    """
+    address = ascii_address(email)
+    if not address.isascii():
+        return to_header(name, _STAND_IN).replace(_STAND_IN.encode("ascii"), address.encode("utf-8"))
+    if _PLAIN_ADDRESS.match(address) and (not name or _PLAIN_NAME.match(name)):
+        line = f"To: {name} <{address}>\r\n" if name else f"To: {address}\r\n"
         if len(line) <= 80:
             return line.encode("ascii")
-    return POLICY.fold_binary("To", formataddr((name or "", email)))
+    return POLICY.fold_binary("To", formataddr((name or "", address)))
 
 
 def _short_header(name: str, value: str) -> bytes:

@@ -10,17 +10,19 @@ The rules that make a send safe and its report true (see :mod:`bulletin.mta.ledg
   journal, commits whatever marks and answers are waiting, back to back (group commit), so the
   crash window is one commit, never a timer; no transaction is held while talking SMTP;
 - a connection writes the data of message *n* only once the answer to message *n - 2* is
-  durable and the mark of message *n* is. A SIGKILL can therefore leave at most two delivered
-  messages per connection without a recorded answer (those are the only possible duplicates),
-  and at most three marked rows per connection unanswered: those, and only those, are reported
-  uncertain by the next run;
-- each commit of the journal also reads the edition's status: once it is paused or cancelled
-  no mark is written, and every connection stops after the message it has in hand.
+  durable and the mark of message *n* is (the mark travels with that answer, in one commit). A
+  SIGKILL can therefore leave at most two delivered messages per connection without a recorded
+  answer (those are the only possible duplicates), and at most two marked rows per connection
+  unanswered: those, and only those, are reported uncertain by the next run;
+- a mark is written only while the edition is neither paused nor cancelled (the same statement
+  reads its status); once one is refused every connection stops after the message in hand.
 
 On SQLite one sender runs at a time (the ``sender`` lock of :mod:`bulletin.mta.locks`). On
 PostgreSQL any number of workers claim batches with ``SELECT ... FOR UPDATE SKIP LOCKED``; each
 keeps a heartbeat lock, and the rows of a worker found dead are recovered by the same rule.
 
+The connection threads and the templates they personalise are in :mod:`bulletin.mta.connections`,
+the journal in :mod:`bulletin.mta.journal`, the frozen list in :mod:`bulletin.mta.recipients`.
 :func:`send_edition` is the one path of a send, used by ``bulletin edition send``, the
 scheduler and ``bulletin worker``: check the approval, pre-flight (DKIM key, one SMTP login),
 start and freeze, send, finish.
@@ -29,9 +31,7 @@ start and freeze, send, finish.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
@@ -39,38 +39,37 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from bulletin.app import links
 from bulletin.app.workflow import finish_sending, get_edition
-from bulletin.compose import placeholders
 from bulletin.compose.approval import record_void, start_sending
 from bulletin.config import Settings
 from bulletin.db import is_sqlite, reading, transaction
 from bulletin.errors import BulletinError, Conflict, NotFound
-from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus, EditionVariant
+from bulletin.models import Delivery, DeliveryState, Edition, EditionStatus
 from bulletin.mta import mail
 from bulletin.mta.clock import SYSTEM_CLOCK, Clock
+from bulletin.mta.connections import Connections, Templates, TransportFactory
 from bulletin.mta.journal import Journal
 from bulletin.mta.ledger import (
     INTERRUPTED_REASON,
-    NO_NEWS_REASON,
-    Claimed,
-    Outcome,
     SendReport,
     claim_batch,
     delivery_counts,
     delivery_status,
-    freeze_recipients,
-    freeze_summary,
-    iter_recipients,
-    recipients_by_variant,
     recover_interrupted,
     retry_delay,
     sending_editions,
     unsettled,
 )
 from bulletin.mta.locks import SENDER_LOCK, holder_name, live_workers, sending_as, worker_alive
-from bulletin.mta.ratelimit import Limiter, Permit, limiter_for
-from bulletin.mta.smtp import Envelope, SmtpConfigError, SmtpFailure, SmtpTransport, Transport
+from bulletin.mta.ratelimit import Limiter, limiter_for
+from bulletin.mta.recipients import (
+    NO_NEWS_REASON,
+    freeze_recipients,
+    freeze_summary,
+    iter_recipients,
+    recipients_by_variant,
+)
+from bulletin.mta.smtp import SmtpConfigError, SmtpFailure, SmtpTransport
 
 __all__ = [
     "INTERRUPTED_REASON",
@@ -135,314 +134,6 @@ def worker_name(label: str = "sender") -> str:
 
 
 # ---------------------------------------------------------------------------
-# Message templates
-
-
-# Variant messages kept built at once. The ledger is frozen variant by variant, so a send needs
-# only a few at a time; retries may ask for an older one again, which is then built again.
-TEMPLATES_KEPT = 16
-
-
-class _Templates:
-    """Message templates of an edition's variants, built on first use, the last few kept."""
-
-    def __init__(self, engine: Engine, settings: Settings, edition_id: int, signer: mail.DkimSigner | None) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.edition_id = edition_id
-        self.signer = signer
-        self._cache: OrderedDict[int, mail.VariantTemplate] = OrderedDict()
-        self._lock = threading.Lock()
-        self._marker: str | None = None
-        self.built = 0
-
-    def _feedback_id(self, language: str) -> str:
-        # Gmail's Feedback-ID: campaign:customer:mailtype:sender, to group complaints per edition.
-        return f"{self.edition_id}.{language}:bulletin:newsletter:{self.settings.sender.list_id}"
-
-    def get(self, variant_id: int) -> mail.VariantTemplate:
-        # Every connection asks: a variant is built once even when two want it at the same time.
-        with self._lock:
-            template = self._cache.get(variant_id)
-            if template is None:
-                template = self._cache[variant_id] = self._build(variant_id)
-                self.built += 1
-                while len(self._cache) > TEMPLATES_KEPT:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(variant_id)
-            return template
-
-    def _build(self, variant_id: int) -> mail.VariantTemplate:
-        with reading(self.engine) as session:
-            row = session.execute(
-                select(EditionVariant.subject, EditionVariant.html, EditionVariant.text, EditionVariant.language).where(
-                    EditionVariant.id == variant_id, EditionVariant.edition_id == self.edition_id
-                )
-            ).first()
-            if row is None:
-                raise BulletinError(f"variant {variant_id} of edition {self.edition_id} is missing")
-            if self._marker is None:
-                self._marker = placeholders.edition_marker(session, self.edition_id)
-        subject, html, text, language = row
-        return mail.VariantTemplate.build(
-            self.settings,
-            subject=subject,
-            html=html,
-            text=text,
-            marker=self._marker,
-            extra_headers={"Feedback-ID": self._feedback_id(language)},
-            signer=self.signer,
-        )
-
-
-def personalise(settings: Settings, template: mail.VariantTemplate, item: Claimed) -> bytes:
-    """One subscriber's copy of a variant, ready for DATA: the one place placeholders are filled."""
-    return template.personalise_for_smtp(
-        mail.Recipient(
-            email=item.email,
-            name=item.name,
-            message_id=item.message_id,
-            unsubscribe_url=links.subscriber_url(
-                settings, "unsubscribe", item.subscriber_id, item.email, item.link_nonce
-            ),
-            preferences_url=links.subscriber_url(
-                settings, "preferences", item.subscriber_id, item.email, item.link_nonce
-            ),
-            delivery_id=item.delivery_id,
-        )
-    )
-
-
-def envelope_sender(settings: Settings, item: Claimed) -> str:
-    """The envelope sender (MAIL FROM) of one delivery: its VERP bounce address."""
-    return mail.envelope_sender(settings, item.delivery_id)
-
-
-# ---------------------------------------------------------------------------
-# The connections
-
-
-TransportFactory = Callable[[Settings], Transport]
-
-
-@dataclass
-class _Feed:
-    """A connection's view of the work queue: whether it has seen its end."""
-
-    ended: bool = False
-
-
-@dataclass
-class _Held:
-    item: Claimed
-    data: bytes | BaseException
-    # The envelope sender (VERP), worked out once: it is needed to announce the message and to send it.
-    mail_from: str = ""
-    # The journal ticket of this message's mark (0: not marked, the message must not go out).
-    ticket: int = 0
-
-
-class _Connections:
-    """The SMTP connection threads; each personalises its own messages while the server works.
-
-    A connection holds at most two messages: the one it writes and the next, whose envelope
-    goes out with it (PIPELINING). It personalises the message after those while the server
-    takes in the one just written, so no thread hands messages to another. The mark of that
-    message is submitted together with the answer of the one written, in one journal entry.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        templates: _Templates,
-        limiter: Limiter,
-        transport_factory: TransportFactory,
-        journal: Journal,
-        stop: threading.Event,
-    ) -> None:
-        self.settings = settings
-        self.templates = templates
-        self.limiter = limiter
-        self.transport_factory = transport_factory
-        self.journal = journal
-        self.stop = stop
-        self.errors: list[BaseException] = []
-        # Claimed rows, in ledger order; one None per connection ends the send.
-        self.work: queue.Queue[Claimed | None] = queue.Queue()
-        self.connected_once = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._run, name=f"smtp-{n}", daemon=True) for n in range(settings.smtp.connections)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _release(self, item: Claimed) -> None:
-        self.journal.record(Outcome(item.delivery_id, item.subscriber_id, item.email, "", "released"))
-
-    def _next(self, feed: _Feed, *, block: bool) -> _Held | None:
-        """The next claimed row, personalised (or holding the error that prevented it); None if there is none now."""
-        while not feed.ended:
-            try:
-                item = self.work.get(block=block)
-            except queue.Empty:
-                return None
-            if item is None:
-                # The end: leave it for the connections that have not seen it yet.
-                self.work.put(None)
-                feed.ended = True
-                return None
-            if self.stop.is_set():
-                self._release(item)
-                continue
-            try:
-                data: bytes | BaseException = personalise(self.settings, self.templates.get(item.variant_id), item)
-            except Exception as exc:  # reported when its turn comes
-                data = exc
-            return _Held(item, data, envelope_sender(self.settings, item))
-        return None
-
-    def _submit(self, entry: _Held, outcome: Outcome | None) -> None:
-        """Submit an answer and the mark of ``entry`` (if it is a message and the send goes on) as one ticket."""
-        mark = isinstance(entry.data, bytes) and not self.stop.is_set()
-        ticket = self.journal.submit(outcome, entry.item if mark else None)
-        if mark:
-            entry.ticket = ticket
-
-    def _run(self) -> None:
-        transport = self.transport_factory(self.settings)
-        held: deque[_Held] = deque()
-        feed = _Feed()
-        permit_ahead: Permit | None = None
-
-        def prepare_after() -> None:
-            # While the server takes in a message: personalise the one after the next.
-            if len(held) < 2:
-                entry = self._next(feed, block=False)
-                if entry is not None:
-                    held.append(entry)
-
-        try:
-            while True:
-                if not held:
-                    entry = self._next(feed, block=True)
-                    if entry is None:
-                        return
-                    self._submit(entry, None)
-                    held.append(entry)
-                if len(held) == 1:
-                    following = self._next(feed, block=False)
-                    if following is not None:
-                        self._submit(following, None)
-                        held.append(following)
-                entry = held.popleft()
-                permit, permit_ahead = permit_ahead, None
-                if self.stop.is_set() or (not entry.ticket and isinstance(entry.data, bytes)):
-                    self._give_back(entry, permit)
-                    continue
-                if isinstance(entry.data, BaseException):
-                    self._give_back(entry, permit)
-                    self._abort(entry.data)
-                    continue
-                # The mark of this message, and the answer to the one two before it, are durable.
-                if not self.journal.wait(entry.ticket):
-                    self._give_back(entry, permit)
-                    continue
-                then = None
-                following = held[0] if held else None
-                mail_from = entry.mail_from
-                # Announce the next one only if it is a marked message and the rate limit lets it go out now.
-                if following is not None and isinstance(following.data, bytes) and following.ticket:
-                    permit_ahead = self.limiter.permit_now()
-                    if permit_ahead is not None:
-                        then = Envelope(following.mail_from, following.item.email, len(following.data))
-                outcome = self._send(
-                    transport, mail_from, entry.item, entry.data, permit=permit, then=then, meanwhile=prepare_after
-                )
-                if outcome is None:
-                    continue
-                # The answer, with the mark of the message personalised meanwhile, if there is one.
-                unmarked = held[-1] if held and not held[-1].ticket else None
-                if unmarked is not None:
-                    self._submit(unmarked, outcome)
-                else:
-                    self.journal.submit(outcome, None)
-        finally:
-            if permit_ahead is not None:
-                self.limiter.settle(permit_ahead, used=False)
-            for leftover in held:
-                self._release(leftover.item)
-            with suppress(Exception):
-                transport.close()
-
-    def _give_back(self, entry: _Held, permit: Permit | None) -> None:
-        self._release(entry.item)
-        if permit is not None:
-            self.limiter.settle(permit, used=False)
-
-    def _send(
-        self,
-        transport: Transport,
-        mail_from: str,
-        item: Claimed,
-        data: bytes,
-        *,
-        permit: Permit | None,
-        then: Envelope | None,
-        meanwhile: Callable[[], None] | None = None,
-    ) -> Outcome | None:
-        """Hand one message over; return its outcome, or None when the whole send must stop."""
-        handed_over = False
-        try:
-            if permit is None:
-                permit = self.limiter.permit(self.stop)
-                if permit is None:
-                    self._release(item)
-                    return None
-            # From here the server may take the message in: its permit counts until the answer.
-            handed_over = True
-            reply = transport.send_bytes(mail_from, item.email, data, stuffed=True, then=then, meanwhile=meanwhile)
-            self.connected_once.set()
-            return Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
-        except SmtpFailure as failure:
-            if failure.stage == "connect" and failure.temporary and not self.connected_once.is_set():
-                # The server cannot be reached at all: stop rather than defer every row.
-                self._release(item)
-                self._abort(BulletinError(f"SMTP server unreachable: {failure.reply}"))
-                return None
-            return Outcome(
-                item.delivery_id,
-                item.subscriber_id,
-                item.email,
-                failure.reply if failure.stage != "connect" else f"connect: {failure.reply}",
-                "temporary" if failure.temporary else "permanent",
-                bounce=failure.is_recipient_bounce,
-            )
-        except BulletinError as exc:  # SMTP settings to fix, an unreadable DKIM key, a missing variant
-            self._release(item)
-            self._abort(exc)
-        except Exception as exc:  # a bug must not leave the row claimed forever
-            log.exception("sending to %s failed", item.email)
-            self._release(item)
-            self._abort(exc)
-        finally:
-            if permit is not None:
-                self.limiter.settle(permit, used=handed_over)
-        return None
-
-    def _abort(self, error: BaseException) -> None:
-        self.errors.append(error)
-        self.stop.set()
-        self.journal.nudge()
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        self.work.put(None)
-        for thread in self.threads:
-            thread.join()
-
-
-# ---------------------------------------------------------------------------
 # Running a send
 
 
@@ -501,12 +192,12 @@ def run_send(
     report = SendReport(editions=[edition_id])
     with sending_as(engine, worker):
         _note_recovered(report, _recover(engine, edition_id, worker, clock))
-        templates = _Templates(engine, settings, edition_id, signer or mail.DkimSigner.from_settings(settings))
+        templates = Templates(engine, settings, edition_id, signer or mail.DkimSigner.from_settings(settings))
         stop = threading.Event()
         journal = Journal(engine, settings, edition_id, worker, report, stop, clock)
         # On PostgreSQL the limit is shared with every other worker through the database.
         own_limiter = limiter or limiter_for(engine, settings, worker, holder_alive=worker_alive, clock=clock)
-        connections = _Connections(settings, templates, own_limiter, transport_factory, journal, stop)
+        connections = Connections(settings, templates, own_limiter, transport_factory, journal, stop)
         try:
             _drive(
                 engine, settings, edition_id, worker, connections, journal, report, progress, wait_for_retries, clock
@@ -537,7 +228,7 @@ def _drive(
     settings: Settings,
     edition_id: int,
     worker: str,
-    connections: _Connections,
+    connections: Connections,
     journal: Journal,
     report: SendReport,
     progress: Callable[[Progress], None] | None,

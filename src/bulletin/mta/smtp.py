@@ -257,12 +257,13 @@ class SmtpTransport:
                 # MAIL, RCPT and DATA went out with the previous message's end.
                 replies = [smtp.getreply() for _ in range(3)]
             elif self._pipelining:
-                smtp.send(self._commands(envelope))
+                # UTF-8: an SMTPUTF8 envelope may hold a non-ASCII address (smtplib would encode ASCII).
+                smtp.send(self._commands(envelope).encode("utf-8"))
                 replies = [smtp.getreply() for _ in range(3)]
             else:
                 replies = []
                 for command in self._commands(envelope).splitlines(keepends=True):
-                    smtp.send(command)
+                    smtp.send(command.encode("utf-8"))
                     replies.append(smtp.getreply())
                     if replies[-1][0] >= 400:
                         break
@@ -310,7 +311,9 @@ class SmtpTransport:
 
     def _commands(self, envelope: Envelope) -> str:
         options = ""
-        if not (envelope.mail_from.isascii() and envelope.recipient.isascii()):
+        # An international domain goes out in A-labels; only a non-ASCII local part needs SMTPUTF8.
+        recipient = mail.ascii_address(envelope.recipient)
+        if not (envelope.mail_from.isascii() and recipient.isascii()):
             if not self._smtputf8:
                 raise PermanentFailure(
                     "550 the server does not accept international addresses (SMTPUTF8)", stage="rcpt"
@@ -318,11 +321,15 @@ class SmtpTransport:
             options += " SMTPUTF8"
         if self._size_limit:
             options += f" SIZE={envelope.size}"
-        return f"MAIL FROM:<{envelope.mail_from}>{options}\r\nRCPT TO:<{envelope.recipient}>\r\nDATA\r\n"
+        return f"MAIL FROM:<{envelope.mail_from}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
 
     def _can_announce(self, then: Envelope) -> bool:
         limit = self.settings.smtp.messages_per_connection
-        return self._pipelining and (not limit or self._count < limit) and (then.mail_from + then.recipient).isascii()
+        return (
+            self._pipelining
+            and (not limit or self._count < limit)
+            and (then.mail_from + mail.ascii_address(then.recipient)).isascii()
+        )
 
     def _after_refusal(self, replies: list[tuple[int, bytes]]) -> None:
         """Leave the connection ready for the next message after a refused transaction."""
