@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bulletin.config import ConfigError, load_settings
-from bulletin.runners.cron import CronError, crontab_trigger
+from bulletin.cron import CronError, crontab_trigger
 
 TORONTO = ZoneInfo("America/Toronto")
 # A Monday.

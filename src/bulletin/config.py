@@ -462,8 +462,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"web.base_url: {settings.web.base_url!r} must start with https://")
     from zoneinfo import ZoneInfo
 
-    # Loaded here only: settings sit below every folder, and the cron reader needs APScheduler.
-    from bulletin.runners.cron import CronError, crontab_trigger
+    # Loaded here only: reading a crontab line needs APScheduler, which most commands never use.
+    from bulletin.cron import CronError, crontab_trigger
 
     try:
         zone = ZoneInfo(settings.schedule.timezone)

@@ -43,6 +43,7 @@ from bulletin.app import editions, workflow
 from bulletin.app.editions import get_edition
 from bulletin.compose.approval import record_void
 from bulletin.config import Settings
+from bulletin.cron import CronError, crontab_trigger
 from bulletin.db import reading, transaction
 from bulletin.errors import BulletinError
 from bulletin.i18n import format_local
@@ -56,7 +57,6 @@ from bulletin.mta.review import send_review
 from bulletin.mta.sender import retry_due, send_edition
 from bulletin.mta.smtp import send_one
 from bulletin.news.ingest import ingest_sources
-from bulletin.runners.cron import CronError, crontab_trigger
 
 log = logging.getLogger(__name__)
 
