@@ -2,10 +2,10 @@
 
 Connections submit what they need written (a ``handed_at`` mark before a message's data, the
 server's answer after it) and get a ticket; the writer commits whatever is waiting, back to back
-(group commit), and wakes the waiters once their ticket is durable. Each commit also reads the
-edition's status, so a pause or a cancel stops the marks within one commit. The hot path (marks
-and ``sent`` answers) goes through :class:`HandoverWriter`, one DBAPI connection and three
-prepared statements; anything else through :func:`bulletin.mta.ledger.write_outcomes`.
+(group commit), and wakes the waiters once their ticket is durable. A commit that writes marks
+also reads the edition's status, so a pause or a cancel stops the marks within one commit. The
+hot path (marks and ``sent`` answers) goes through :class:`HandoverWriter`, on one DBAPI
+connection; anything else through :func:`bulletin.mta.ledger.write_outcomes`.
 """
 
 from __future__ import annotations
