@@ -56,6 +56,7 @@ class TokenSubject:
     request: dict[str, Any] | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def email_digest(email: str) -> str:
     """A short digest of the lower-cased address, binding a token to it."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:16]
@@ -76,6 +77,16 @@ def _link_mac(secret: str, purpose: Purpose) -> hmac.HMAC:
     return hmac.new(signer.derive_key(), digestmod=signer.digest_method)
 
 
+# Serializes payloads only: an untimed serializer's payload depends on neither its key nor its salt.
+_PAYLOADS = URLSafeSerializer("payloads only, never signs")
+
+
+@functools.lru_cache(maxsize=64)
+def _untimed_payload(subscriber_id: int, digest: str, nonce: str) -> bytes:
+    # The unsubscribe and preference links of one message share it.
+    return _PAYLOADS.dump_payload([subscriber_id, digest, nonce])
+
+
 def make_token(
     secret: str,
     purpose: Purpose,
@@ -90,9 +101,12 @@ def make_token(
     serializer = _serializer(secret, purpose)
     if isinstance(serializer, URLSafeTimedSerializer):
         return str(serializer.dumps(payload))
-    # Every message carries two of these: the serializer's own payload, signed with a MAC whose
-    # key is derived once. The token is the one ``serializer.dumps`` makes (a test holds it).
-    value = serializer.dump_payload(payload)
+    # Every message carries two of these, with the same payload: the serializer's own, made once,
+    # signed with a MAC whose key is derived once. The token is the one ``serializer.dumps``
+    # makes (a test holds it).
+    value = _untimed_payload(subscriber_id, payload[1], nonce) if request is None else None
+    if value is None:
+        value = serializer.dump_payload(payload)
     mac = _link_mac(secret, purpose).copy()
     mac.update(value)
     return (value + b"." + base64_encode(mac.digest())).decode("ascii")

@@ -298,7 +298,8 @@ class Connections:
             # From here the server may take the message in: its permit counts until the answer.
             handed_over = True
             reply = transport.send_bytes(mail_from, item.email, data, stuffed=True, then=then, meanwhile=meanwhile)
-            self.connected_once.set()
+            if not self.connected_once.is_set():
+                self.connected_once.set()
             return Outcome(item.delivery_id, item.subscriber_id, item.email, reply, "sent")
         except SmtpFailure as failure:
             if failure.stage == "connect" and failure.temporary and not self.connected_once.is_set():
