@@ -1,11 +1,11 @@
 """Signed links for subscribers: unsubscribe, preferences and opt-in confirmation.
 
 Tokens are signed with ``BULLETIN_SECRET_KEY`` by itsdangerous (its default HMAC-SHA1 over a
-key derived per purpose, compared in constant time) and bound to one subscriber: the id, a digest of the address and the
-subscriber's random link nonce. A new nonce (on erasure, on subscribing again after erasure,
-or on demand with ``bulletin subscribers rotate-links``) makes every earlier link of the person
-stop working; ids are never reused. Unsubscribe and preference tokens live until the nonce
-changes; confirmation tokens expire after seven days.
+key derived per purpose, compared in constant time) and bound to one subscriber: the id, a
+digest of the address and the subscriber's random link nonce. A new nonce (on erasure, on
+subscribing again after erasure, or on demand with ``bulletin subscribers rotate-links``) makes
+every earlier link of the person stop working; ids are never reused. Unsubscribe and preference
+tokens live until the nonce changes; confirmation tokens expire after seven days.
 
 A confirmation token may also carry the request it confirms (language, topics, name, and the
 address when no subscriber row exists), so that a request about an address already known
@@ -104,9 +104,7 @@ def make_token(
     # Every message carries two of these, with the same payload: the serializer's own, made once,
     # signed with a MAC whose key is derived once. The token is the one ``serializer.dumps``
     # makes (a test holds it).
-    value = _untimed_payload(subscriber_id, payload[1], nonce) if request is None else None
-    if value is None:
-        value = serializer.dump_payload(payload)
+    value = serializer.dump_payload(payload) if request else _untimed_payload(subscriber_id, payload[1], nonce)
     mac = _link_mac(secret, purpose).copy()
     mac.update(value)
     return (value + b"." + base64_encode(mac.digest())).decode("ascii")

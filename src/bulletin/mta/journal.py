@@ -116,8 +116,6 @@ class HandoverWriter:
             return self._commit_sqlite(marks, sent, when)
         cursor = self.raw.cursor()
         try:
-            if self.sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
             cursor.execute(self._status_sql, (self.edition_id,))
             row = cursor.fetchone()
             halted = row is not None and row[0] in self._halted_values
@@ -127,17 +125,11 @@ class HandoverWriter:
                 cursor.executemany(
                     self._sent_sql, [(o.reply[:1000], when, when, o.delivery_id, self.worker) for o in sent]
                 )
-            if self.sqlite:
-                cursor.execute("COMMIT")
-            else:
-                self.raw.commit()
+            self.raw.commit()
             return halted
         except BaseException:
             with suppress(Exception):
-                if self.sqlite:
-                    cursor.execute("ROLLBACK")
-                else:
-                    self.raw.rollback()
+                self.raw.rollback()
             raise
         finally:
             cursor.close()
@@ -203,9 +195,6 @@ class Journal:
             self._issued += 1
             self._work.notify()
             return self._issued
-
-    def mark(self, item: Claimed) -> int:
-        return self.submit(None, item)
 
     def record(self, outcome: Outcome) -> int:
         return self.submit(outcome, None)
