@@ -164,7 +164,7 @@ class Connections:
         self.journal = journal
         self.stop = stop
         self.errors: list[BaseException] = []
-        # Claimed rows, in ledger order; one None per connection ends the send.
+        # Claimed rows, in ledger order; a None ends the send (each connection leaves it for the next).
         self.work: queue.Queue[Claimed | None] = queue.Queue()
         self.connected_once = threading.Event()
         self.threads = [
