@@ -61,6 +61,7 @@ from bulletin.models import (
     SubscriberStatus,
     utcnow,
 )
+from bulletin.models.subscriber import new_subscriber_values
 
 LANGUAGES = ("fr", "en", "es")
 INTEREST_SETS = ("", "youth", "cities,youth")
@@ -120,20 +121,17 @@ def add_subscribers(engine: Any, total: int) -> None:
             language, interests = combos[n % len(combos)]
             email = f"reader{n}@crash.example.net"
             rows.append(
-                {
-                    "email": email,
-                    "email_key": email,
-                    "name": f"Lecteur {n}" if n % 3 else None,
-                    "language": language,
-                    "interests": interests,
-                    "status": SubscriberStatus.ACTIVE,
-                    "consent_source": "bench",
-                    "consent_at": now,
-                    "confirmed_at": now,
-                    "hard_bounces": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                new_subscriber_values(
+                    email,
+                    email,
+                    name=f"Lecteur {n}" if n % 3 else None,
+                    language=language,
+                    interests=interests,
+                    status=SubscriberStatus.ACTIVE,
+                    source="bench",
+                    confirmed=True,
+                    at=now,
+                )
             )
         with transaction(engine) as session:
             session.connection().execute(insert(table), rows)

@@ -45,6 +45,7 @@ from bulletin.config import settings_from_dict
 from bulletin.db import make_engine, reading, transaction
 from bulletin.migrate import upgrade
 from bulletin.models import Approval, Edition, EditionStatus, EditionVariant, Subscriber, SubscriberStatus, utcnow
+from bulletin.models.subscriber import new_subscriber_values
 from bulletin.mta import mail
 from bulletin.mta.recipients import freeze_recipients
 
@@ -106,20 +107,17 @@ def add_subscribers(engine: Any, total: int, seed: int = 3) -> None:
             email = f"subscriber{n}@bench.example.net"
             name = f"Lecteur {n}" if n % 3 else None
             rows.append(
-                {
-                    "email": email,
-                    "email_key": email,
-                    "name": name,
-                    "language": language,
-                    "interests": interests,
-                    "status": SubscriberStatus.ACTIVE,
-                    "consent_source": "bench",
-                    "consent_at": now,
-                    "confirmed_at": now,
-                    "hard_bounces": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                new_subscriber_values(
+                    email,
+                    email,
+                    name=name,
+                    language=language,
+                    interests=interests,
+                    status=SubscriberStatus.ACTIVE,
+                    source="bench",
+                    confirmed=True,
+                    at=now,
+                )
             )
         with transaction(engine) as session:
             session.connection().execute(insert(table), rows)

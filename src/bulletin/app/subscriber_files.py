@@ -38,6 +38,7 @@ from bulletin.config import Settings
 from bulletin.db import reading, transaction
 from bulletin.errors import InvalidInput
 from bulletin.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
+from bulletin.models.subscriber import new_subscriber_values
 from bulletin.paths import check_input_file, shown
 
 COLUMNS = ("email", "name", "language", "interests")
@@ -272,20 +273,17 @@ def _apply_batch(
     created = session.execute(
         insert(Subscriber).returning(Subscriber.id, Subscriber.email_key),
         [
-            {
-                "email": row.email,
-                "email_key": row.key,
-                "name": row.name,
-                "language": row.language,
-                "interests": row.interests,
-                "status": status,
-                "consent_source": "import",
-                "consent_at": now,
-                "confirmed_at": now if confirmed else None,
-                "hard_bounces": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
+            new_subscriber_values(
+                row.email,
+                row.key,
+                name=row.name,
+                language=row.language,
+                interests=row.interests,
+                status=status,
+                source="import",
+                confirmed=confirmed,
+                at=now,
+            )
             for row in new_rows
         ],
     )
