@@ -343,3 +343,33 @@ def test_international_addresses_go_out_or_fail_alone(tmp_path: Path, smtputf8: 
             assert "SMTPUTF8" in (rows["anä@example.net"].last_reply or "")
     finally:
         server.stop()
+
+
+def test_each_reader_gets_their_variant_when_few_are_kept_built_and_a_retry_comes_late(
+    setup: tuple[Settings, Engine], smtp_server: RecordingSMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nine variants, one kept built at a time: the send goes variant by variant, and the
+    # greylisted reader's retry, after every other variant, builds theirs again.
+    from bulletin.mta import connections
+
+    from .send_fixtures import FakeClock
+
+    monkeypatch.setattr(connections, "TEMPLATES_KEPT", 1)
+    settings, engine = setup
+    emails = add_subscribers(engine, 45)
+    edition_id = make_edition(engine, settings)
+    freeze(engine, settings, edition_id)
+    late = emails[0]
+    smtp_server.faults.rcpt_replies_once[late] = ["451 4.7.1 greylisted: please retry"]
+
+    report = run_send(engine, settings, edition_id, worker="w", wait_for_retries=True, clock=FakeClock())
+
+    assert report.sent == 45 and report.deferred == 1
+    received = smtp_server.wait_for(45)
+    assert received[-1].recipients == [late]
+    with reading(engine) as session:
+        people = {s.email: s for s in session.scalars(select(Subscriber))}
+    for message in received:
+        person = people[message.recipients[0]]
+        subject = message.parse()["Subject"]
+        assert subject.startswith(f"[{person.language}] Bulletin {edition_id} — {person.interests or 'all topics'} ·")
