@@ -50,7 +50,6 @@ class Templates:
         self._cache: OrderedDict[int, mail.VariantTemplate] = OrderedDict()
         self._lock = threading.Lock()
         self._marker: str | None = None
-        self.built = 0
 
     def _feedback_id(self, language: str) -> str:
         # Gmail's Feedback-ID: campaign:customer:mailtype:sender, to group complaints per edition.
@@ -62,7 +61,6 @@ class Templates:
             template = self._cache.get(variant_id)
             if template is None:
                 template = self._cache[variant_id] = self._build(variant_id)
-                self.built += 1
                 while len(self._cache) > TEMPLATES_KEPT:
                     self._cache.popitem(last=False)
             else:
