@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -70,6 +71,18 @@ def high_water_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a running process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def free_port() -> int:
@@ -256,19 +269,27 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
 
+    # CPU seconds the sink spent on each side's messages.
+    sink_cpu = {"smtp-source": 0.0, "bulletin": 0.0}
+
     def smtp_source(messages: int) -> float:
+        sink_before = cpu_seconds(sink.pid)
         started = time.perf_counter()
         command = [source_bin, "-d", "-s", str(args.connections), "-m", str(messages), "-l", str(size)]
         source = subprocess.run([*command, f"127.0.0.1:{port}"], capture_output=True, text=True)
         if source.returncode != 0:
             sys.exit(f"smtp-source failed: {source.stderr.strip()}")
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+        sink_cpu["smtp-source"] += cpu_seconds(sink.pid) - sink_before
+        return took
 
     try:
         time.sleep(0.5)
         expected = args.subscribers
         # smtp-source runs before and after bulletin, so a change in the machine's load hits both sides.
         source_before = smtp_source(expected // 2)
+        sink_before = cpu_seconds(sink.pid)
+        reaped_before = children_cpu_seconds()
         started = time.perf_counter()
         command = [sys.executable, "-m", "bulletin", "--config", str(config), "edition", "send", str(edition_id)]
         child = subprocess.Popen([*command, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -280,6 +301,9 @@ def main() -> None:
             time.sleep(0.1)
         stdout, stderr = child.communicate()
         wall = time.perf_counter() - started
+        # Only the sender was reaped meanwhile: its user and system time, start-up included.
+        bulletin_cpu = children_cpu_seconds() - reaped_before
+        sink_cpu["bulletin"] += cpu_seconds(sink.pid) - sink_before
         if child.returncode != 0:
             sys.exit(f"bulletin edition send failed: {stderr.strip()}")
         report = json.loads(stdout)
@@ -313,6 +337,20 @@ def main() -> None:
         f"{expected // 2 / source_before:,.0f} and {(expected - expected // 2) / source_after:,.0f} msg/s)"
     )
     print(f"connections:         {args.connections}")
+    cpus = os.cpu_count() or 1
+    sink_per_message = sink_cpu["smtp-source"] / expected
+    bulletin_per_message = bulletin_cpu / sent
+    print(
+        f"CPU per message:     smtp-sink {sink_per_message * 1e6:,.0f} us (smtp-source's), "
+        f"{sink_cpu['bulletin'] / sent * 1e6:,.0f} us (bulletin's); "
+        f"bulletin {bulletin_per_message * 1e6:,.0f} us (user + system, start-up included)"
+    )
+    target_rate = 0.9 * source_rate
+    print(
+        f"CPU at the target:   {target_rate:,.0f} msg/s (0.9 x smtp-source) needs "
+        f"{target_rate * sink_per_message:.2f} CPU for smtp-sink and {target_rate * bulletin_per_message:.2f} "
+        f"for bulletin at these costs, of the machine's {cpus}"
+    )
     print(f"ratio:               {bulletin_rate / source_rate:.2f} (target >= 0.9, aim 0.95)")
     print(f"sender peak RSS:     {peak_kb / 1024:.0f} MB (target <= 120 MB)")
     print(f"machine:             {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
