@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import Table, insert, select
+from sqlalchemy import select
 
 from bulletin.compose import placeholders
 from bulletin.compose.approval import note_checked
@@ -58,10 +57,10 @@ from bulletin.models import (
     EditionStatus,
     EditionVariant,
     Subscriber,
-    SubscriberStatus,
     utcnow,
 )
-from bulletin.models.subscriber import new_subscriber_values
+from bulletin.mta.devsmtp import free_port
+from population import insert_active_subscribers
 
 LANGUAGES = ("fr", "en", "es")
 INTEREST_SETS = ("", "youth", "cities,youth")
@@ -103,38 +102,15 @@ class RecordingController(Controller):
         return CountingSMTP(self.recorder, self.handler, **self.SMTP_kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def add_subscribers(engine: Any, total: int) -> None:
     combos = list(itertools.product(LANGUAGES, INTEREST_SETS))
-    table = Subscriber.__table__
-    assert isinstance(table, Table)
-    now = utcnow()
-    for start in range(0, total, 10000):
-        rows = []
-        for n in range(start, min(start + 10000, total)):
-            language, interests = combos[n % len(combos)]
-            email = f"reader{n}@crash.example.net"
-            rows.append(
-                new_subscriber_values(
-                    email,
-                    email,
-                    name=f"Lecteur {n}" if n % 3 else None,
-                    language=language,
-                    interests=interests,
-                    status=SubscriberStatus.ACTIVE,
-                    source="bench",
-                    confirmed=True,
-                    at=now,
-                )
-            )
-        with transaction(engine) as session:
-            session.connection().execute(insert(table), rows)
+    insert_active_subscribers(
+        engine,
+        (
+            (f"reader{n}@crash.example.net", f"Lecteur {n}" if n % 3 else None, *combos[n % len(combos)])
+            for n in range(total)
+        ),
+    )
 
 
 def approved_edition(engine: Any, settings: Any) -> int:

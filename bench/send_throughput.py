@@ -26,7 +26,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import select
 
 from bulletin.app.editions import create_edition
 from bulletin.app.links import subscriber_url
@@ -45,10 +44,11 @@ from bulletin.compose.variants import variant_key, variant_subscriber_counts
 from bulletin.config import settings_from_dict
 from bulletin.db import make_engine, reading, transaction
 from bulletin.migrate import upgrade
-from bulletin.models import Approval, Edition, EditionStatus, EditionVariant, Subscriber, SubscriberStatus, utcnow
-from bulletin.models.subscriber import new_subscriber_values
+from bulletin.models import Approval, Edition, EditionStatus, EditionVariant, Subscriber, utcnow
 from bulletin.mta import mail
+from bulletin.mta.devsmtp import free_port
 from bulletin.mta.recipients import freeze_recipients
+from population import insert_active_subscribers
 
 INTERESTS = ["cities", "cybercrime", "drugs", "policing", "research", "trafficking", "violence", "youth"]
 LANGUAGES = ["fr", "en", "es"]
@@ -85,13 +85,6 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def news_items(engine: Any, stories: int) -> None:
     """The composer benchmark's stories (it also adds one reader per variant, kept here)."""
     path = Path(__file__).with_name("render_variants.py")
@@ -108,32 +101,16 @@ def add_subscribers(engine: Any, total: int, seed: int = 3) -> None:
     combos = list(itertools.product(LANGUAGES, sets))
     assert len(combos) == 486
     rng = random.Random(seed)
-    table = Subscriber.__table__
-    assert isinstance(table, Table)
-    now = utcnow()
     with reading(engine) as session:
         existing = len(session.scalars(select(Subscriber.id)).all())
-    for start in range(existing, total, 20000):
-        rows = []
-        for n in range(start, min(start + 20000, total)):
-            language, interests = rng.choice(combos)
-            email = f"subscriber{n}@bench.example.net"
-            name = f"Lecteur {n}" if n % 3 else None
-            rows.append(
-                new_subscriber_values(
-                    email,
-                    email,
-                    name=name,
-                    language=language,
-                    interests=interests,
-                    status=SubscriberStatus.ACTIVE,
-                    source="bench",
-                    confirmed=True,
-                    at=now,
-                )
-            )
-        with transaction(engine) as session:
-            session.connection().execute(insert(table), rows)
+    insert_active_subscribers(
+        engine,
+        (
+            (f"subscriber{n}@bench.example.net", f"Lecteur {n}" if n % 3 else None, *rng.choice(combos))
+            for n in range(existing, total)
+        ),
+        batch=20000,
+    )
 
 
 def approve_as_rendered(engine: Any, edition_id: int) -> tuple[int, int, float]:
