@@ -286,8 +286,9 @@ class SmtpTransport:
             if not data.endswith(b"\r\n"):
                 data += b"\r\n"
             ending = b".\r\n"
-            if then is not None and self._can_announce(then):
-                ending += self._commands(then).encode("ascii")
+            announcement = self._announcement(then) if then is not None else None
+            if announcement is not None:
+                ending += announcement
                 self._announced = then
             smtp.send(data + ending)
             if meanwhile is not None:
@@ -323,13 +324,17 @@ class SmtpTransport:
             options += f" SIZE={envelope.size}"
         return f"MAIL FROM:<{envelope.mail_from}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
 
-    def _can_announce(self, then: Envelope) -> bool:
+    def _announcement(self, then: Envelope) -> bytes | None:
+        """The next message's MAIL, RCPT and DATA, to go out behind this one's end; None if it cannot."""
         limit = self.settings.smtp.messages_per_connection
-        return (
-            self._pipelining
-            and (not limit or self._count < limit)
-            and (then.mail_from + mail.ascii_address(then.recipient)).isascii()
-        )
+        if not self._pipelining or (limit and self._count >= limit):
+            return None
+        try:
+            commands = self._commands(then)
+        except PermanentFailure:
+            return None
+        # Only a plain ASCII envelope is announced: an international one goes out on its own turn.
+        return commands.encode("ascii") if commands.isascii() else None
 
     def _after_refusal(self, replies: list[tuple[int, bytes]]) -> None:
         """Leave the connection ready for the next message after a refused transaction."""
